@@ -1,0 +1,45 @@
+# Two commands set everything up: `make run` serves, `make test` checks.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test lint typecheck pytest postgres bench clean
+
+run: $(RUN_STAMP)
+	$(BIN)/leafwatch serve
+
+test: $(TEST_STAMP) postgres lint typecheck pytest
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
+
+pytest: $(TEST_STAMP) postgres
+	$(BIN)/pytest
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+bench: $(TEST_STAMP)
+	$(BIN)/python benchmarks/predict.py
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# torch==2.13.0 (the [train] extra) installs a CPU build from this machine's disk.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,train]'
+	touch $@ $(RUN_STAMP)
+
+clean:
+	rm -rf $(VENV) var logs build dist src/*.egg-info

@@ -1,0 +1,8 @@
+"""LeafWatch: Black Sigatoka prediction with production monitoring built in."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("leafwatch")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"

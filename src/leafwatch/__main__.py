@@ -1,0 +1,5 @@
+"""`python -m leafwatch` is the `leafwatch` command."""
+
+from leafwatch.cli import app
+
+app()

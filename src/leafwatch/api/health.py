@@ -1,0 +1,52 @@
+"""Liveness, readiness and the serving model's card."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from leafwatch.api.deps import RuntimeDep
+from leafwatch.api.errors import ERROR_RESPONSES
+from leafwatch.errors import ModelNotReady
+from leafwatch.schemas import HealthOut, ModelInfoOut, ReadyOut
+from leafwatch.storage import db
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthOut)
+def health() -> HealthOut:
+    """The process is alive (it answers); says nothing of the database or the model."""
+    return HealthOut(status="ok")
+
+
+@router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
+def ready(runtime: RuntimeDep) -> JSONResponse:
+    """Ready to serve predictions: the database answers and the model is loaded (else 503)."""
+    database = db.ping(runtime.engine)
+    model = runtime.classifier is not None
+    body = ReadyOut(
+        status="ready" if database and model else "not_ready",
+        database=database,
+        model=model,
+        model_version=runtime.classifier.version if runtime.classifier else None,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
+
+
+@router.get("/model/info", response_model=ModelInfoOut, responses=ERROR_RESPONSES)
+def model_info(runtime: RuntimeDep) -> ModelInfoOut:
+    """The model that serves: name, version, classes, input size and its card's metrics."""
+    classifier = runtime.classifier
+    if classifier is None:
+        raise ModelNotReady(f"the model is not loaded: {runtime.model_error}")
+    card = classifier.card
+    return ModelInfoOut(
+        model_name=classifier.name,
+        model_version=classifier.version,
+        classes=list(card["classes"]),
+        input_size=classifier.input_size,
+        embedding_dim=card.get("embedding_dim"),
+        onnx_sha256=classifier.sha256,
+        created_at=card.get("created_at"),
+        metrics=card.get("metrics", {}),
+        data=card.get("data", {}),
+    )

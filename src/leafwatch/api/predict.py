@@ -1,0 +1,60 @@
+"""POST /api/v1/predict: classify an uploaded leaf photo."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from leafwatch.api.deps import RuntimeDep
+from leafwatch.api.errors import ERROR_RESPONSES
+from leafwatch.errors import InvalidImage
+from leafwatch.model.labels import CLASS_NAMES
+from leafwatch.schemas import PredictionOut
+from leafwatch.service.predict import PredictionResult
+
+router = APIRouter(prefix="/api/v1", tags=["predictions"])
+
+
+@router.post("/predict", response_model=PredictionOut, responses=ERROR_RESPONSES)
+async def predict(
+    runtime: RuntimeDep,
+    file: Annotated[UploadFile, File(description="A leaf photo: JPEG, PNG or WebP.")],
+    user_id: Annotated[
+        str, Form(min_length=1, max_length=128, description="Who asks (app user id).")
+    ],
+    user_location: Annotated[
+        str | None, Form(max_length=256, description="Where the leaf is, free text.")
+    ] = None,
+) -> PredictionOut:
+    """Classify a banana-leaf photo as Healthy or a Black Sigatoka stage (Stage1..Stage6)."""
+    predictor = runtime.predictor()
+    # Read one byte past the limit: enough to know the file is too large without reading it all.
+    data = await file.read(predictor.max_bytes + 1)
+    if len(data) > predictor.max_bytes:
+        raise InvalidImage(
+            "file_too_large",
+            f"the uploaded file is larger than the limit of {predictor.max_bytes} bytes",
+        )
+    result = await run_in_threadpool(
+        predictor.predict, data, user_id=user_id, user_location=user_location or None
+    )
+    return prediction_out(result)
+
+
+def prediction_out(result: PredictionResult) -> PredictionOut:
+    """Shape a prediction result as the API answers it."""
+    row = result.row
+    return PredictionOut(
+        prediction_id=row.id,
+        predicted_class_id=row.predicted_class_id,
+        predicted_class_name=row.predicted_class_name,
+        confidence=row.confidence,
+        probabilities={
+            name: round(float(p), 6)
+            for name, p in zip(CLASS_NAMES, result.output.probabilities, strict=True)
+        },
+        model_name=row.model_name,
+        model_version=row.model_version,
+        inference_time_ms=row.inference_time_ms,
+        timestamp=row.timestamp,
+    )

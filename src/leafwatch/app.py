@@ -1,0 +1,38 @@
+"""The application factory: `create_app(settings)`; nothing happens at import."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from leafwatch import __version__
+from leafwatch.api import feedback, health, predict, predictions
+from leafwatch.api.errors import install_error_handlers
+from leafwatch.config import Settings
+from leafwatch.runtime import open_runtime
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the LeafWatch app; the lifespan opens the database and loads the model."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await run_in_threadpool(open_runtime, settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="LeafWatch",
+        version=__version__,
+        summary="Banana-leaf Black Sigatoka prediction with production monitoring built in.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (predict.router, feedback.router, predictions.router, health.router):
+        app.include_router(router)
+    return app

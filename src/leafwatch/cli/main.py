@@ -1,0 +1,160 @@
+"""`leafwatch`: serve the API, manage the database and the models, make data."""
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leafwatch.config import Settings
+from leafwatch.errors import ModelRegistryError
+
+if TYPE_CHECKING:
+    from leafwatch.model.registry import LocalModelRegistry, ModelVersionInfo
+
+app = typer.Typer(
+    help="LeafWatch: Black Sigatoka prediction API with monitoring built in.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+model_app = typer.Typer(help="Model versions in the registry.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(model_app, name="model")
+console = Console()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [LEAFWATCH_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [LEAFWATCH_PORT].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Server processes [LEAFWATCH_WORKERS].")
+    ] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+) -> None:
+    """Serve the API with uvicorn (settings from LEAFWATCH_* variables)."""
+    import uvicorn
+
+    settings = Settings()
+    # Each worker builds its own app from the environment, so the factory takes no arguments.
+    uvicorn.run(
+        "leafwatch.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        reload=reload,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply the database migrations (LEAFWATCH_DATABASE_URL)."""
+    from leafwatch.storage import db
+
+    settings = Settings()
+    engine = db.make_engine(settings.resolved_database_url())
+    try:
+        db.upgrade(engine, revision)
+        console.print(f"database at revision [bold]{db.current_revision(engine)}[/bold]")
+    finally:
+        engine.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database."""
+    from leafwatch.storage import db
+
+    engine = db.make_engine(Settings().resolved_database_url())
+    try:
+        console.print(db.current_revision(engine) or "empty (no migrations applied)")
+    finally:
+        engine.dispose()
+
+
+def _registry() -> "LocalModelRegistry":
+    from leafwatch.model.registry import LocalModelRegistry
+
+    settings = Settings()
+    registry = LocalModelRegistry(settings.resolved_model_dir(), settings.model_name)
+    registry.ensure_seeded()
+    return registry
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """List registered versions, their held-out metrics, and which one is in production."""
+    registry = _registry()
+    production = registry.production().version
+    table = Table(title=f"model {registry.name}")
+    for column in ("version", "production", "accuracy", "ECE", "registered", "data seed"):
+        table.add_column(column)
+    for info in registry.versions():
+        metrics = info.card.get("metrics", {})
+        table.add_row(
+            info.version,
+            "yes" if info.version == production else "",
+            _fmt(metrics.get("heldout_accuracy")),
+            _fmt(metrics.get("ece")),
+            str(info.card.get("registered_at", ""))[:19],
+            str(info.card.get("data", {}).get("seed", "")),
+        )
+    console.print(table)
+
+
+@model_app.command("promote")
+def model_promote(version: Annotated[str, typer.Argument(help="Version to serve.")]) -> None:
+    """Make VERSION the production version (restart the service to serve it)."""
+    registry = _registry()
+    try:
+        registry.promote(version)
+    except ModelRegistryError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{registry.name}: production is now version [bold]{version}[/bold]")
+
+
+@model_app.command("rollback")
+def model_rollback() -> None:
+    """Point production back at the version promoted before the current one."""
+    registry = _registry()
+    try:
+        current, previous = registry.rollback()
+    except ModelRegistryError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{registry.name}: rolled back from version {current} to [bold]{previous}[/bold]")
+
+
+@model_app.command("card")
+def model_card(
+    version: Annotated[str | None, typer.Argument(help="Version; default production.")] = None,
+) -> None:
+    """Print a version's model card as JSON."""
+    registry = _registry()
+    try:
+        info = registry.production() if version is None else _find(registry, version)
+    except ModelRegistryError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(info.card, indent=2))
+
+
+def _find(registry: "LocalModelRegistry", version: str) -> "ModelVersionInfo":
+    for info in registry.versions():
+        if info.version == version:
+            return info
+    raise ModelRegistryError(f"model {registry.name!r} has no version {version!r}")
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,64 @@
+"""LeafWatch's one settings object, read from LEAFWATCH_* environment variables."""
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_NAME = "banana_sigatoka_detector"
+
+
+class Settings(BaseSettings):
+    """Everything LeafWatch can be told; the defaults run a self-contained service under ./var."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEAFWATCH_", env_file=None, extra="ignore", frozen=True
+    )
+
+    var_dir: Path = Field(Path("var"), description="Where the embedded defaults keep their files.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default is a SQLite file under var_dir. "
+        "postgresql+psycopg://user@host/db switches to PostgreSQL.",
+    )
+    migrate_on_start: bool | None = Field(
+        None,
+        description="Apply database migrations at start; default: yes for SQLite, no otherwise "
+        "(run `leafwatch db upgrade`).",
+    )
+    image_dir: Path | None = Field(None, description="Image store; default var_dir/images.")
+    model_dir: Path | None = Field(
+        None, description="Local model registry; default var_dir/models."
+    )
+    model_name: str = Field(DEFAULT_MODEL_NAME, description="Registered model name to serve.")
+    max_upload_bytes: Annotated[int, Field(gt=0)] = Field(
+        10 * 1024 * 1024, description="Largest accepted upload, in bytes."
+    )
+    max_image_pixels: Annotated[int, Field(gt=0)] = Field(
+        40_000_000, description="Largest accepted image, in pixels (decompression bombs)."
+    )
+    inference_threads: Annotated[int, Field(ge=0)] = Field(
+        1, description="ONNX Runtime intra-op threads per process (0: let it choose)."
+    )
+    host: str = Field("127.0.0.1", description="Address `leafwatch serve` binds to.")
+    port: Annotated[int, Field(gt=0, lt=65536)] = Field(8000, description="Port to serve on.")
+    workers: Annotated[int, Field(ge=1)] = Field(1, description="Server processes.")
+
+    def resolved_database_url(self) -> str:
+        """Return the database URL, the SQLite default included."""
+        return self.database_url or f"sqlite:///{self.var_dir / 'leafwatch.db'}"
+
+    def resolved_image_dir(self) -> Path:
+        """Return the image store directory."""
+        return self.image_dir or self.var_dir / "images"
+
+    def resolved_model_dir(self) -> Path:
+        """Return the local model registry directory."""
+        return self.model_dir or self.var_dir / "models"
+
+    def should_migrate_on_start(self) -> bool:
+        """Whether to apply migrations when the app starts."""
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return self.resolved_database_url().startswith("sqlite")

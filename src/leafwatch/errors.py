@@ -1,0 +1,71 @@
+"""Domain errors, each with the error code and HTTP status the API answers with."""
+
+from http import HTTPStatus
+from typing import ClassVar
+
+
+class LeafWatchError(Exception):
+    """Base of every error LeafWatch answers to a client; carries a stable code."""
+
+    code = "error"
+    status_code = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+
+class InvalidImage(LeafWatchError):
+    """An upload that is not an image LeafWatch accepts; `code` says why."""
+
+    STATUS_BY_CODE: ClassVar[dict[str, HTTPStatus]] = {
+        "empty_file": HTTPStatus.BAD_REQUEST,
+        "file_too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        "too_many_pixels": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        "not_an_image": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_format": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "corrupt_image": HTTPStatus.UNPROCESSABLE_ENTITY,
+    }
+
+    def __init__(self, code: str, detail: str) -> None:
+        if code not in self.STATUS_BY_CODE:
+            raise ValueError(f"unknown image error code {code!r}")
+        super().__init__(detail, code=code)
+        self.status_code = self.STATUS_BY_CODE[code]
+
+
+class PredictionNotFound(LeafWatchError):
+    """No prediction has the given id."""
+
+    code = "prediction_not_found"
+    status_code = HTTPStatus.NOT_FOUND
+
+
+class InvalidCursor(LeafWatchError):
+    """A paging cursor that LeafWatch did not hand out."""
+
+    code = "invalid_cursor"
+    status_code = HTTPStatus.BAD_REQUEST
+
+
+class InvalidFeedback(LeafWatchError):
+    """Feedback whose fields contradict each other."""
+
+    code = "invalid_feedback"
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class ModelNotReady(LeafWatchError):
+    """The model could not be loaded, so predictions cannot be served."""
+
+    code = "model_not_ready"
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class ModelRegistryError(LeafWatchError):
+    """A registry operation that cannot be done (unknown version, nothing to roll back to)."""
+
+    code = "model_registry_error"
+    status_code = HTTPStatus.CONFLICT

@@ -1,0 +1,189 @@
+"""Model registry: versions on disk and a `production` alias with its history, for rollback."""
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from leafwatch.errors import ModelRegistryError
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "card.json"
+PRODUCTION = "production"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionInfo:
+    """One registered version: where its files are, and its card."""
+
+    name: str
+    version: str
+    model_path: Path
+    card: dict[str, Any]
+
+
+class ModelRegistry(Protocol):
+    """Where model versions are kept and which one serves."""
+
+    def versions(self) -> list[ModelVersionInfo]:
+        """Every registered version, oldest first."""
+        ...
+
+    def register(self, model_path: Path, card: dict[str, Any]) -> ModelVersionInfo:
+        """Add a version and return it (not promoted)."""
+        ...
+
+    def promote(self, version: str) -> None:
+        """Make `version` the production version."""
+        ...
+
+    def rollback(self) -> tuple[str, str]:
+        """Point production back at the version before it; return (from, to)."""
+        ...
+
+    def production(self) -> ModelVersionInfo:
+        """The version that serves."""
+        ...
+
+
+def bundled_model() -> tuple[Path, dict[str, Any]]:
+    """The model shipped inside the package, so a fresh install serves without training."""
+    folder = Path(str(resources.files("leafwatch.model") / "bundled"))
+    card: dict[str, Any] = json.loads((folder / CARD_FILE).read_text())
+    return folder / MODEL_FILE, card
+
+
+class LocalModelRegistry:
+    """A ModelRegistry in a directory: `<root>/<name>/versions/<n>/` and `aliases.json`."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        self.folder = root / name
+
+    def ensure_seeded(self) -> None:
+        """Register and promote the bundled model when the registry is empty."""
+        with self._locked():
+            if self._aliases().get(PRODUCTION):
+                return
+            if not self._version_dirs():
+                model_path, card = bundled_model()
+                self._register_unlocked(model_path, card)
+            latest = self._version_dirs()[-1].name
+            self._promote_unlocked(latest)
+
+    def versions(self) -> list[ModelVersionInfo]:
+        """Every registered version, oldest first."""
+        return [self._info(path.name) for path in self._version_dirs()]
+
+    def register(self, model_path: Path, card: dict[str, Any]) -> ModelVersionInfo:
+        """Copy the model and its card in as the next version number."""
+        with self._locked():
+            return self._register_unlocked(model_path, card)
+
+    def promote(self, version: str) -> None:
+        """Make `version` the production version, remembering the one it replaces."""
+        with self._locked():
+            self._promote_unlocked(version)
+
+    def rollback(self) -> tuple[str, str]:
+        """Point production back at the version promoted before the current one."""
+        with self._locked():
+            aliases = self._aliases()
+            history: list[str] = aliases.get("history", [])
+            if len(history) < 2:
+                raise ModelRegistryError(
+                    f"model {self.name!r} has no earlier production version to roll back to"
+                )
+            current, previous = history[-1], history[-2]
+            aliases["history"] = history[:-1]
+            aliases[PRODUCTION] = previous
+            self._write_aliases(aliases)
+            return current, previous
+
+    def production(self) -> ModelVersionInfo:
+        """The production version."""
+        version = self._aliases().get(PRODUCTION)
+        if not version:
+            raise ModelRegistryError(f"model {self.name!r} has no production version")
+        return self._info(version)
+
+    def promotion_history(self) -> list[str]:
+        """Versions promoted to production, oldest first, as rollback sees them."""
+        return list(self._aliases().get("history", []))
+
+    def _register_unlocked(self, model_path: Path, card: dict[str, Any]) -> ModelVersionInfo:
+        numbers = [int(path.name) for path in self._version_dirs()]
+        version = str(max(numbers, default=0) + 1)
+        target = self.folder / "versions" / version
+        staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=".staging-"))
+        shutil.copyfile(model_path, staging / MODEL_FILE)
+        stored_card = {**card, "name": self.name, "version": version}
+        stored_card.setdefault("registered_at", datetime.now(UTC).isoformat())
+        (staging / CARD_FILE).write_text(json.dumps(stored_card, indent=2) + "\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+        return self._info(version)
+
+    def _promote_unlocked(self, version: str) -> None:
+        if not (self.folder / "versions" / version / MODEL_FILE).is_file():
+            known = ", ".join(path.name for path in self._version_dirs()) or "none"
+            raise ModelRegistryError(
+                f"model {self.name!r} has no version {version!r} (registered: {known})"
+            )
+        aliases = self._aliases()
+        history: list[str] = aliases.get("history", [])
+        if aliases.get(PRODUCTION) == version:
+            return
+        aliases[PRODUCTION] = version
+        aliases["history"] = [*history, version]
+        self._write_aliases(aliases)
+
+    def _info(self, version: str) -> ModelVersionInfo:
+        folder = self.folder / "versions" / version
+        try:
+            card: dict[str, Any] = json.loads((folder / CARD_FILE).read_text())
+        except FileNotFoundError:
+            raise ModelRegistryError(f"model {self.name!r} has no version {version!r}") from None
+        return ModelVersionInfo(
+            name=self.name, version=version, model_path=folder / MODEL_FILE, card=card
+        )
+
+    def _version_dirs(self) -> list[Path]:
+        folder = self.folder / "versions"
+        if not folder.is_dir():
+            return []
+        return sorted(
+            (path for path in folder.iterdir() if path.name.isdigit()), key=lambda p: int(p.name)
+        )
+
+    def _aliases(self) -> dict[str, Any]:
+        try:
+            aliases: dict[str, Any] = json.loads((self.folder / "aliases.json").read_text())
+        except FileNotFoundError:
+            return {}
+        return aliases
+
+    def _write_aliases(self, aliases: dict[str, Any]) -> None:
+        path = self.folder / "aliases.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(aliases, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Several workers start at once; a file lock keeps their first-run seeding to one.
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,92 @@
+"""What a running LeafWatch process holds: database, image store, registry and the loaded model."""
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from leafwatch.config import Settings
+from leafwatch.errors import ModelNotReady
+from leafwatch.model.classifier import OnnxClassifier
+from leafwatch.model.registry import LocalModelRegistry
+from leafwatch.service.predict import Predictor
+from leafwatch.storage import db, queries
+from leafwatch.storage.images import LocalImageStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The process's live parts, built by `open_runtime` and closed by `close`."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    images: LocalImageStore
+    registry: LocalModelRegistry
+    classifier: OnnxClassifier | None = None
+    model_error: str | None = field(default=None)
+
+    def predictor(self) -> Predictor:
+        """The predictor over the loaded model; raises ModelNotReady when none is loaded."""
+        if self.classifier is None:
+            raise ModelNotReady(f"the model is not loaded: {self.model_error or 'unknown reason'}")
+        return Predictor(
+            classifier=self.classifier,
+            images=self.images,
+            sessions=self.sessions,
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    """Connect the database (migrating if configured), open the store and load the model."""
+    engine = db.make_engine(settings.resolved_database_url())
+    if settings.should_migrate_on_start():
+        db.upgrade(engine)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=db.make_sessionmaker(engine),
+        images=LocalImageStore(settings.resolved_image_dir()),
+        registry=LocalModelRegistry(settings.resolved_model_dir(), settings.model_name),
+    )
+    load_model(runtime)
+    return runtime
+
+
+def load_model(runtime: Runtime) -> None:
+    """Load the production model; on failure keep serving, not ready, and say why."""
+    try:
+        runtime.registry.ensure_seeded()
+        info = runtime.registry.production()
+        runtime.classifier = OnnxClassifier(
+            info.model_path,
+            info.card,
+            version=info.version,
+            threads=runtime.settings.inference_threads,
+        )
+        runtime.model_error = None
+    except Exception as exc:  # a broken model file must not take the whole service down
+        runtime.classifier = None
+        runtime.model_error = f"{type(exc).__name__}: {exc}"
+        log.exception("model could not be loaded")
+        return
+    try:
+        with runtime.sessions() as session:
+            queries.record_model_version(
+                session,
+                model_name=info.name,
+                version=info.version,
+                onnx_sha256=runtime.classifier.sha256,
+                card=info.card,
+            )
+    except Exception:  # the model serves without the database; readiness reports the database
+        log.exception("could not record the served model version")

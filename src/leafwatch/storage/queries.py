@@ -1,0 +1,230 @@
+"""Reads and writes of predictions, feedback and model versions; keyword-only, session passed in."""
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from leafwatch.errors import InvalidCursor, PredictionNotFound
+from leafwatch.model.labels import CLASS_NAMES
+from leafwatch.storage.tables import Feedback, ModelVersion, Prediction, utcnow
+
+# Which verdict counts when a prediction has several: the most authoritative source first,
+# then the latest. Expert review outranks the farmer's app and the web form, which rank equal.
+SOURCE_AUTHORITY = {"expert_review": 1, "mobile_app": 0, "web": 0}
+
+
+def add(session: Session, *, row: Prediction | Feedback) -> None:
+    """Insert a new row and commit."""
+    session.add(row)
+    session.commit()
+
+
+def get_prediction(session: Session, *, prediction_id: uuid.UUID) -> Prediction:
+    """Return a prediction, or raise PredictionNotFound."""
+    row = session.get(Prediction, prediction_id)
+    if row is None:
+        raise PredictionNotFound(f"no prediction has id {prediction_id}")
+    return row
+
+
+def list_predictions(
+    session: Session, *, user_id: str | None, limit: int, cursor: str | None
+) -> tuple[list[Prediction], str | None]:
+    """One page of predictions, newest first, and the cursor of the next page (None at the end)."""
+    query = select(Prediction).order_by(Prediction.timestamp.desc(), Prediction.id.desc())
+    if user_id is not None:
+        query = query.where(Prediction.user_id == user_id)
+    if cursor is not None:
+        after_time, after_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Prediction.timestamp < after_time,
+                and_(Prediction.timestamp == after_time, Prediction.id < after_id),
+            )
+        )
+    rows = list(session.scalars(query.limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _encode_cursor(last.timestamp, last.id)
+
+
+def feedback_for(session: Session, *, prediction_id: uuid.UUID) -> list[Feedback]:
+    """Every verdict on a prediction, oldest first."""
+    query = (
+        select(Feedback)
+        .where(Feedback.prediction_id == prediction_id)
+        .order_by(Feedback.timestamp, Feedback.id)
+    )
+    return list(session.scalars(query))
+
+
+def effective_verdicts() -> Select[Any]:
+    """Subquery source: the one verdict that counts per prediction (see SOURCE_AUTHORITY)."""
+    authority = case(
+        *((Feedback.feedback_source == source, rank) for source, rank in SOURCE_AUTHORITY.items()),
+        else_=0,
+    )
+    ranked = select(
+        Feedback.prediction_id,
+        Feedback.is_correct,
+        Feedback.correct_class_id,
+        func.row_number()
+        .over(
+            partition_by=Feedback.prediction_id,
+            order_by=(authority.desc(), Feedback.timestamp.desc(), Feedback.id.desc()),
+        )
+        .label("rank"),
+    ).subquery("ranked_feedback")
+    return select(ranked.c.prediction_id, ranked.c.is_correct, ranked.c.correct_class_id).where(
+        ranked.c.rank == 1
+    )
+
+
+@dataclass
+class ClassStats:
+    """Figures for one class over a window."""
+
+    predicted: int = 0
+    reviewed: int = 0
+    correct: int = 0
+    actual: int = 0
+
+    @property
+    def precision(self) -> float | None:
+        """Share of reviewed predictions of this class that were right."""
+        return self.correct / self.reviewed if self.reviewed else None
+
+
+@dataclass
+class FeedbackStats:
+    """Feedback figures over a window of predictions (see `feedback_stats`)."""
+
+    since: datetime
+    total_predictions: int = 0
+    reviewed_predictions: int = 0
+    correct: int = 0
+    total_feedback: int = 0
+    feedback_by_source: dict[str, int] = field(default_factory=dict)
+    per_class: dict[str, ClassStats] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Share of reviewed predictions that were right, or None with no verdicts."""
+        return self.correct / self.reviewed_predictions if self.reviewed_predictions else None
+
+    @property
+    def feedback_rate(self) -> float | None:
+        """Share of predictions that received a verdict."""
+        if not self.total_predictions:
+            return None
+        return self.reviewed_predictions / self.total_predictions
+
+
+def feedback_stats(session: Session, *, since: datetime) -> FeedbackStats:
+    """Accuracy and counts for predictions made since `since`, aggregated in SQL.
+
+    Predictions, verdicts and per-class figures count predictions made in the window, each judged
+    by its effective verdict; feedback totals count verdict rows submitted in the window.
+    """
+    stats = FeedbackStats(since=since, per_class={name: ClassStats() for name in CLASS_NAMES})
+    verdicts = effective_verdicts().subquery("verdicts")
+    per_class = (
+        select(
+            Prediction.predicted_class_id,
+            func.count(),
+            func.count(verdicts.c.prediction_id),
+            func.coalesce(func.sum(case((verdicts.c.is_correct, 1), else_=0)), 0),
+        )
+        .select_from(Prediction)
+        .outerjoin(verdicts, verdicts.c.prediction_id == Prediction.id)
+        .where(Prediction.timestamp >= since)
+        .group_by(Prediction.predicted_class_id)
+    )
+    for class_id, predicted, reviewed, correct in session.execute(per_class):
+        entry = stats.per_class[CLASS_NAMES[class_id]]
+        entry.predicted, entry.reviewed, entry.correct = predicted, reviewed, int(correct)
+        stats.total_predictions += predicted
+        stats.reviewed_predictions += reviewed
+        stats.correct += int(correct)
+    actual = (
+        select(verdicts.c.correct_class_id, func.count())
+        .select_from(Prediction)
+        .join(verdicts, verdicts.c.prediction_id == Prediction.id)
+        .where(Prediction.timestamp >= since, verdicts.c.correct_class_id.is_not(None))
+        .group_by(verdicts.c.correct_class_id)
+    )
+    for class_id, count in session.execute(actual):
+        stats.per_class[CLASS_NAMES[class_id]].actual = count
+    by_source = (
+        select(Feedback.feedback_source, func.count())
+        .where(Feedback.timestamp >= since)
+        .group_by(Feedback.feedback_source)
+    )
+    stats.feedback_by_source = dict.fromkeys(SOURCE_AUTHORITY, 0)
+    for source, count in session.execute(by_source):
+        stats.feedback_by_source[source] = count
+        stats.total_feedback += count
+    return stats
+
+
+def record_model_version(
+    session: Session, *, model_name: str, version: str, onnx_sha256: str, card: dict[str, Any]
+) -> None:
+    """Note that this process serves a model version (insert once, then bump last_served_at)."""
+    now = utcnow()
+    existing = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.model_name == model_name, ModelVersion.version == version
+        )
+    )
+    if existing is None:
+        session.add(
+            ModelVersion(
+                model_name=model_name,
+                version=version,
+                onnx_sha256=onnx_sha256,
+                card=card,
+                first_served_at=now,
+                last_served_at=now,
+            )
+        )
+        try:
+            session.commit()
+        except IntegrityError:  # another worker registered it first
+            session.rollback()
+        else:
+            return
+        existing = session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.model_name == model_name, ModelVersion.version == version
+            )
+        )
+    if existing is not None:
+        existing.last_served_at = now
+        session.commit()
+
+
+def _encode_cursor(timestamp: datetime, row_id: uuid.UUID) -> str:
+    raw = json.dumps([timestamp.isoformat(), str(row_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, row_id = json.loads(raw)
+        timestamp = datetime.fromisoformat(when)
+        if timestamp.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return timestamp, uuid.UUID(row_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidCursor(f"cursor {cursor[:64]!r} was not issued by this service") from exc

@@ -1,0 +1,81 @@
+"""Liveness, readiness, model info, errors for unknown routes, and the OpenAPI docs."""
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from leafwatch.app import create_app
+from leafwatch.config import Settings
+from leafwatch.model.labels import CLASS_NAMES
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "database": True, "model": True, "model_version": "1"}
+
+
+def test_model_info_reports_the_card(client: TestClient) -> None:
+    info = client.get("/model/info").json()
+    assert info["model_name"] == "banana_sigatoka_detector"
+    assert info["model_version"] == "1"
+    assert info["classes"] == list(CLASS_NAMES)
+    assert info["input_size"] > 0
+    assert len(info["onnx_sha256"]) == 64
+    assert "metrics" in info
+
+
+def test_unknown_routes_and_methods_answer_in_the_error_shape(client: TestClient) -> None:
+    missing = client.get("/no/such/path")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "not_found", "detail": "Not Found"}
+    wrong_method = client.delete("/api/v1/predict")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == "method_not_allowed"
+
+
+def test_a_broken_model_leaves_the_service_up_but_not_ready(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path / "broken", migrate_on_start=True)
+    versions = settings.resolved_model_dir() / settings.model_name / "versions" / "1"
+    versions.mkdir(parents=True)
+    (versions / "model.onnx").write_bytes(b"not a model")
+    (versions / "card.json").write_text('{"input_size": 128}')
+    (versions.parent.parent / "aliases.json").write_text('{"production": "1", "history": ["1"]}')
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["model"] is False
+        predict = client.post(
+            "/api/v1/predict",
+            files={"file": ("a.png", b"\x89PNG", "image/png")},
+            data={"user_id": "u"},
+        )
+        assert predict.status_code == 503
+        assert predict.json()["error"] == "model_not_ready"
+
+
+def test_openapi_describes_every_route_and_field(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    for path in (
+        "/api/v1/predict",
+        "/api/v1/feedback/submit",
+        "/api/v1/feedback/stats",
+        "/api/v1/predictions/{prediction_id}",
+        "/api/v1/predictions",
+        "/health",
+        "/ready",
+        "/model/info",
+    ):
+        assert path in paths, path
+        for operation in paths[path].values():
+            assert operation.get("description") or operation.get("summary"), path
+    components = schema["components"]["schemas"]
+    for name in ("PredictionOut", "FeedbackIn"):
+        for field, spec in components[name]["properties"].items():
+            assert spec.get("description"), f"{name}.{field} has no description"
+    upload = components["Body_predict_api_v1_predict_post"]["properties"]
+    assert {"file", "user_id", "user_location"} <= set(upload)
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,92 @@
+"""Shared fixtures: settings per test on SQLite and on the local PostgreSQL, a live app, images."""
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from leafwatch.app import create_app
+from leafwatch.config import Settings
+
+# The local PostgreSQL that `make test` starts; override to test against another server.
+PG_ADMIN_DSN = os.environ.get("LEAFWATCH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"leafwatch_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN} (make test starts it): {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _reset_postgres(url: str) -> None:
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("DROP SCHEMA public CASCADE")
+        connection.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database, once SQLite and once PostgreSQL: the same tests run on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'leafwatch.db'}"
+    url: str = request.getfixturevalue("postgres_database")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings for one test: its own var dir and database, migrations applied at start."""
+    return Settings(var_dir=tmp_path / "var", database_url=database_url, migrate_on_start=True)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """A started app (lifespan run) behind a test client."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def image_bytes(
+    fmt: str = "JPEG", size: tuple[int, int] = (320, 240), mode: str = "RGB", **save: object
+) -> bytes:
+    """An image of a given format, size and mode, leaf-green where the mode has colour."""
+    colour: object = {"RGB": (60, 140, 50), "RGBA": (60, 140, 50, 200), "CMYK": (80, 0, 90, 40)}
+    image = Image.new(mode, size, colour.get(mode, 128) if isinstance(colour, dict) else 0)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+# TEMP-DEVMODEL: until the bundled model lands, seed the registry with a throwaway model.
+@pytest.fixture(autouse=True)
+def _dev_model(tmp_path: Path) -> None:
+    from leafwatch.model.registry import LocalModelRegistry, bundled_model
+
+    try:
+        bundled_model()
+    except FileNotFoundError:
+        import json
+
+        registry = LocalModelRegistry(tmp_path / "var" / "models", "banana_sigatoka_detector")
+        info = registry.register(
+            Path("/tmp/devmodel/model.onnx"), json.loads(Path("/tmp/devmodel/card.json").read_text())
+        )
+        registry.promote(info.version)

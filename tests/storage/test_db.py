@@ -1,0 +1,86 @@
+"""Migrations build exactly the tables the code declares, on SQLite and PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, select
+
+from leafwatch.storage import db
+from leafwatch.storage.tables import Base, ModelVersion
+
+
+def test_migrations_match_the_declared_tables(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    try:
+        assert db.current_revision(engine) is None
+        db.upgrade(engine)
+        assert db.current_revision(engine) == "0001"
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert differences == []
+        indexes = {index["name"] for index in inspect(engine).get_indexes("predictions")}
+        assert {
+            "ix_predictions_timestamp",
+            "ix_predictions_user_id_timestamp",
+            "ix_predictions_model_version_timestamp",
+        } <= indexes
+        db.upgrade(engine)  # applying again is a no-op
+    finally:
+        engine.dispose()
+
+
+def test_timestamps_come_back_as_the_same_utc_instant(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    sessions = db.make_sessionmaker(engine)
+    nairobi = datetime(2026, 3, 1, 15, 30, 0, 123456, tzinfo=timezone(timedelta(hours=3)))
+    try:
+        with sessions() as session:
+            session.add(
+                ModelVersion(
+                    model_name="m",
+                    version="1",
+                    onnx_sha256="0" * 64,
+                    card={"a": [1, 2]},
+                    first_served_at=nairobi,
+                    last_served_at=nairobi,
+                )
+            )
+            session.commit()
+        with sessions() as session:
+            row = session.scalars(select(ModelVersion)).one()
+            assert row.first_served_at == nairobi
+            assert row.first_served_at.tzinfo is not None
+            assert row.first_served_at.utcoffset() == timedelta(0)
+            assert row.card == {"a": [1, 2]}
+    finally:
+        engine.dispose()
+
+
+def test_naive_timestamps_are_refused(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    try:
+        with db.make_sessionmaker(engine)() as session:
+            naive = datetime(2026, 1, 1)  # noqa: DTZ001 - the point of the test
+            session.add(
+                ModelVersion(
+                    model_name="m",
+                    version="1",
+                    onnx_sha256="0",
+                    card={},
+                    first_served_at=naive,
+                    last_served_at=datetime.now(UTC),
+                )
+            )
+            with pytest.raises(Exception, match="naive datetime"):
+                session.commit()
+    finally:
+        engine.dispose()
+
+
+def test_ping_tells_a_dead_database(tmp_path: object) -> None:
+    engine = db.make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    assert db.ping(engine) is False
