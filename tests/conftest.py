@@ -87,6 +87,7 @@ def _dev_model(tmp_path: Path) -> None:
 
         registry = LocalModelRegistry(tmp_path / "var" / "models", "banana_sigatoka_detector")
         info = registry.register(
-            Path("/tmp/devmodel/model.onnx"), json.loads(Path("/tmp/devmodel/card.json").read_text())
+            Path("/tmp/devmodel/model.onnx"),
+            json.loads(Path("/tmp/devmodel/card.json").read_text()),
         )
         registry.promote(info.version)

@@ -137,9 +137,10 @@ class ReadyOut(BaseModel):
     """Readiness, and what it depends on."""
 
     status: Literal["ready", "not_ready"]
-    database: bool
-    model: bool
+    database: bool = Field(description="The database answers and its schema is current.")
+    model: bool = Field(description="The production model is loaded.")
     model_version: str | None
+    problems: list[str] = Field(description="Why it is not ready; empty when ready.")
 
 
 class ModelInfoOut(BaseModel):

@@ -13,7 +13,13 @@ def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "database": True, "model": True, "model_version": "1"}
+    assert ready.json() == {
+        "status": "ready",
+        "database": True,
+        "model": True,
+        "model_version": "1",
+        "problems": [],
+    }
 
 
 def test_model_info_reports_the_card(client: TestClient) -> None:
@@ -79,3 +85,17 @@ def test_openapi_describes_every_route_and_field(client: TestClient) -> None:
     upload = components["Body_predict_api_v1_predict_post"]["properties"]
     assert {"file", "user_id", "user_location"} <= set(upload)
     assert client.get("/docs").status_code == 200
+
+
+def test_an_unmigrated_database_is_not_ready_and_says_what_to_run(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = Settings(var_dir=tmp_path / "var", database_url=database_url, migrate_on_start=False)
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["database"] is False
+        assert "leafwatch db upgrade" in ready.json()["problems"][0]
+        response = client.get("/api/v1/feedback/stats")
+        assert response.status_code == 503
+        assert response.json()["error"] == "database_unavailable"

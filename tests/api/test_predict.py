@@ -30,7 +30,9 @@ def count_predictions(settings: Settings) -> int:
     engine = create_engine(settings.resolved_database_url())
     try:
         with engine.connect() as connection:
-            return int(connection.execute(select(func.count()).select_from(Prediction)).scalar_one())
+            return int(
+                connection.execute(select(func.count()).select_from(Prediction)).scalar_one()
+            )
     finally:
         engine.dispose()
 

@@ -64,7 +64,7 @@ def test_naive_timestamps_are_refused(database_url: str) -> None:
     db.upgrade(engine)
     try:
         with db.make_sessionmaker(engine)() as session:
-            naive = datetime(2026, 1, 1)  # noqa: DTZ001 - the point of the test
+            naive = datetime(2026, 1, 1)
             session.add(
                 ModelVersion(
                     model_name="m",

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from leafwatch.errors import LeafWatchError
@@ -50,6 +51,14 @@ def install_error_handlers(app: FastAPI) -> None:
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.exception("database error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("database_unavailable", "the database could not be reached; try again"),
+            status_code=HTTPStatus.SERVICE_UNAVAILABLE,
         )
 
     @app.exception_handler(Exception)

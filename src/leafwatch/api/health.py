@@ -21,13 +21,25 @@ def health() -> HealthOut:
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 def ready(runtime: RuntimeDep) -> JSONResponse:
     """Ready to serve predictions: the database answers and the model is loaded (else 503)."""
+    problems = []
     database = db.ping(runtime.engine)
+    if not database:
+        problems.append("the database does not answer")
+    elif (revision := db.current_revision(runtime.engine)) != db.head_revision():
+        database = False
+        problems.append(
+            f"the database schema is at {revision or 'nothing'}, not {db.head_revision()}: "
+            "run `leafwatch db upgrade`"
+        )
     model = runtime.classifier is not None
+    if not model:
+        problems.append(f"the model is not loaded: {runtime.model_error}")
     body = ReadyOut(
         status="ready" if database and model else "not_ready",
         database=database,
         model=model,
         model_version=runtime.classifier.version if runtime.classifier else None,
+        problems=problems,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
 

@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from leafwatch.cli import data
 from leafwatch.config import Settings
 from leafwatch.errors import ModelRegistryError
 
@@ -23,6 +24,8 @@ model_app = typer.Typer(help="Model versions in the registry.", no_args_is_help=
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
 console = Console()
+app.command()(data.generate)
+app.command()(data.train)
 
 
 @app.command()

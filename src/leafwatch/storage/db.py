@@ -39,10 +39,7 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 def alembic_config(engine: Engine) -> Config:
     """Alembic's configuration pointing at the packaged migrations and the given engine."""
-    config = Config()
-    location = resources.files("leafwatch.storage") / "migrations"
-    config.set_main_option("script_location", str(location))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    config = alembic_config_for_url(engine.url.render_as_string(hide_password=False))
     config.attributes["engine"] = engine
     return config
 
@@ -50,6 +47,24 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations up to `revision`."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def head_revision() -> str:
+    """The newest revision the packaged migrations know."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config_for_url("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def alembic_config_for_url(url: str) -> Config:
+    """Alembic's configuration for a URL, without an engine."""
+    config = Config()
+    location = resources.files("leafwatch.storage") / "migrations"
+    config.set_main_option("script_location", str(location))
+    config.set_main_option("sqlalchemy.url", url)
+    return config
 
 
 def current_revision(engine: Engine) -> str | None:

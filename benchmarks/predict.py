@@ -1,0 +1,207 @@
+"""Benchmark: what the service adds to the bare cost of decode + inference.
+
+Measures, in one run, predictions per second and p50/p99 latency of POST /api/v1/predict with 1 and
+2 uvicorn workers, for 12 MP JPEGs and for small images, against decode + inference in one process.
+Load comes from a separate process. Every upload gets unique trailing bytes (after the image's end
+marker, which decoders ignore) so the content-addressed store writes every image, as in production.
+
+    .venv/bin/python benchmarks/predict.py [--requests 60] [--quick]
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+
+def leaf_image(width: int, height: int) -> bytes:
+    """A Stage4 leaf rendered at the given camera resolution, as JPEG."""
+    from leafwatch.model.synth import Nuisance, leaf_jpeg
+
+    nuisance = Nuisance(resolution=((width, height),), jpeg_quality=(90, 90))
+    return leaf_jpeg(4, seed=2024, index=0, nuisance=nuisance)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def bare(data: bytes, count: int) -> dict[str, float]:
+    """Decode + inference in this process, one image after another."""
+    from leafwatch.model.classifier import OnnxClassifier
+    from leafwatch.model.preprocess import decode_image
+    from leafwatch.model.registry import bundled_model
+
+    path, card = bundled_model()
+    classifier = OnnxClassifier(path, card, version="bench", threads=1)
+    for _ in range(5):
+        classifier.predict(decode_image(data, max_bytes=10**8, max_pixels=10**9).image)
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(count):
+        t0 = time.perf_counter()
+        classifier.predict(decode_image(data, max_bytes=10**8, max_pixels=10**9).image)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    elapsed = time.perf_counter() - started
+    return summary(latencies, count / elapsed)
+
+
+def summary(latencies: list[float], rate: float) -> dict[str, float]:
+    return {
+        "rps": rate,
+        "p50": statistics.median(latencies),
+        "p99": percentile(latencies, 99),
+    }
+
+
+def load(url: str, image_path: str, count: int, concurrency: int) -> dict[str, float]:
+    """Send `count` predictions with `concurrency` clients; runs in its own process."""
+    data = Path(image_path).read_bytes()
+
+    def one(client: httpx.Client) -> float:
+        body = data + uuid.uuid4().bytes  # unique content, same decode work
+        t0 = time.perf_counter()
+        response = client.post(
+            f"{url}/api/v1/predict",
+            files={"file": ("leaf.jpg", body, "image/jpeg")},
+            data={"user_id": "bench"},
+        )
+        response.raise_for_status()
+        return (time.perf_counter() - t0) * 1000
+
+    with httpx.Client(timeout=60) as warm:
+        for _ in range(3):
+            one(warm)
+    clients = [httpx.Client(timeout=60) for _ in range(concurrency)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(lambda i: one(clients[i % concurrency]), range(count)))
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        client.close()
+    return summary(latencies, count / elapsed)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(workers: int, var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "LEAFWATCH_VAR_DIR": str(var_dir)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leafwatch",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the service did not become ready")
+
+
+def measure_service(
+    workers: int, image_path: str, count: int, concurrency: int
+) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as scratch:
+        process, url = serve(workers, Path(scratch))
+        try:
+            output = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--load",
+                    url,
+                    image_path,
+                    str(count),
+                    str(concurrency),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    result: dict[str, float] = json.loads(output)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=60, help="requests per measurement")
+    parser.add_argument("--load", nargs=4, metavar=("URL", "IMAGE", "COUNT", "CONCURRENCY"))
+    args = parser.parse_args()
+    if args.load:
+        url, image, count, concurrency = args.load
+        print(json.dumps(load(url, image, int(count), int(concurrency))))
+        return
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        images = {
+            "12 MP JPEG (4000x3000)": leaf_image(4000, 3000),
+            "small JPEG (320x240)": leaf_image(320, 240),
+        }
+        for label, data in images.items():
+            image_path = Path(scratch) / f"{uuid.uuid4().hex}.jpg"
+            image_path.write_bytes(data)
+            baseline = bare(data, args.requests)
+            rows.append(
+                (label, f"bare decode + inference ({len(data) // 1024} KiB)", baseline, 1.0)
+            )
+            for workers in (1, 2):
+                # Sequential requests measure latency; 2 clients per worker measure throughput.
+                sequential = measure_service(workers, str(image_path), args.requests, 1)
+                parallel = measure_service(workers, str(image_path), args.requests, 2 * workers)
+                ratio = sequential["p50"] / baseline["p50"]
+                rows.append((label, f"service, {workers} worker(s), 1 client", sequential, ratio))
+                rows.append(
+                    (
+                        label,
+                        f"service, {workers} worker(s), {2 * workers} clients",
+                        parallel,
+                        parallel["p50"] / baseline["p50"],
+                    )
+                )
+    print("| image | setup | predictions/s | p50 ms | p99 ms | p50 / bare p50 |")
+    print("|---|---|---:|---:|---:|---:|")
+    for label, setup, figures, ratio in rows:
+        print(
+            f"| {label} | {setup} | {figures['rps']:.1f} | {figures['p50']:.1f} | "
+            f"{figures['p99']:.1f} | {ratio:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""`leafwatch generate` and `leafwatch train`: synthetic leaves, and a model trained on them."""
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leafwatch.config import Settings
+from leafwatch.model.labels import CLASS_NAMES
+
+console = Console()
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not WIDTHxHEIGHT, e.g. 4000x3000") from None
+    if width <= 0 or height <= 0:
+        raise typer.BadParameter(f"{text!r}: sizes must be positive")
+    return width, height
+
+
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder to write <Class>/<n>.jpg into.")],
+    per_class: Annotated[int, typer.Option(min=1, help="Images per class.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same images.")] = 0,
+    brightness: Annotated[
+        tuple[float, float] | None, typer.Option(help="Exposure factor range, e.g. 0.4 0.6.")
+    ] = None,
+    blur: Annotated[
+        tuple[float, float] | None, typer.Option(help="Gaussian blur radius range (px).")
+    ] = None,
+    background: Annotated[
+        list[str] | None, typer.Option(help="Background kind; repeat for several.")
+    ] = None,
+    resolution: Annotated[
+        list[str] | None, typer.Option(help="Output WIDTHxHEIGHT; repeat for several.")
+    ] = None,
+    jpeg_quality: Annotated[
+        tuple[int, int] | None, typer.Option(help="JPEG quality range, e.g. 40 60.")
+    ] = None,
+    rotation: Annotated[
+        tuple[float, float] | None, typer.Option(help="Rotation range in degrees.")
+    ] = None,
+    class_weights: Annotated[
+        str | None,
+        typer.Option(help="Seven relative class frequencies, Healthy..Stage6, e.g. 1,1,1,1,1,4,4."),
+    ] = None,
+) -> None:
+    """Generate synthetic banana-leaf images of every class, with controllable nuisance factors."""
+    from dataclasses import replace
+
+    from leafwatch.model.synth import Nuisance, generate_dataset
+
+    nuisance = Nuisance()
+    changes: dict[str, object] = {
+        "brightness": brightness,
+        "blur": blur,
+        "background": tuple(background) if background else None,
+        "resolution": tuple(_size(text) for text in resolution) if resolution else None,
+        "jpeg_quality": jpeg_quality,
+        "rotation": rotation,
+    }
+    try:
+        nuisance = replace(nuisance, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    weights = None
+    if class_weights:
+        try:
+            weights = [float(part) for part in class_weights.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"{class_weights!r} is not comma-separated numbers") from None
+        if len(weights) != len(CLASS_NAMES) or min(weights) < 0 or sum(weights) <= 0:
+            raise typer.BadParameter(f"give {len(CLASS_NAMES)} non-negative weights, not all zero")
+    try:
+        paths = generate_dataset(
+            out, per_class=per_class, seed=seed, nuisance=nuisance, class_weights=weights
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"wrote {len(paths)} images under {out}")
+
+
+def train(
+    seed: Annotated[int, typer.Option(help="Seed of the data and the training.")] = 7,
+    per_class: Annotated[
+        int | None, typer.Option(min=1, help="Training images per class (default: recipe's).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: recipe's).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also keep model.onnx and card.json in this folder.")
+    ] = None,
+    register: Annotated[
+        bool, typer.Option(help="Register the result as a new version in the registry.")
+    ] = True,
+    promote: Annotated[bool, typer.Option(help="Promote the new version to production.")] = False,
+) -> None:
+    """Train, calibrate and export a model on generated leaves (needs the [train] extra)."""
+    try:
+        from leafwatch.model.train import train_model
+    except ImportError as exc:
+        console.print(
+            f"[red]training needs the [train] extra: pip install 'leafwatch[train]' ({exc})"
+        )
+        raise typer.Exit(1) from None
+    from leafwatch.model.registry import LocalModelRegistry
+
+    options: dict[str, int] = {}
+    if per_class is not None:
+        options["per_class"] = per_class
+    if epochs is not None:
+        options["epochs"] = epochs
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = out or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        card = train_model(folder, seed=seed, **options)
+        _print_card(card)
+        if register:
+            settings = Settings()
+            registry = LocalModelRegistry(settings.resolved_model_dir(), settings.model_name)
+            registry.ensure_seeded()
+            info = registry.register(folder / "model.onnx", card)
+            console.print(f"registered {info.name} version [bold]{info.version}[/bold]")
+            if promote:
+                registry.promote(info.version)
+                console.print(f"version {info.version} is now in production")
+
+
+def _print_card(card: dict[str, object]) -> None:
+    metrics = card.get("metrics", {})
+    assert isinstance(metrics, dict)
+    table = Table(title="held-out evaluation")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in ("heldout_accuracy", "ece", "ece_before_calibration", "temperature"):
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.4f}")
+    for name, recall in dict(metrics.get("per_class_recall", {})).items():
+        table.add_row(f"recall {name}", f"{recall:.4f}")
+    console.print(table)

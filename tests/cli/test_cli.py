@@ -1,0 +1,122 @@
+"""The `leafwatch` command line: help everywhere, database and model management."""
+
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from leafwatch.cli import app
+
+runner = CliRunner()
+
+
+def all_command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+
+    def walk(command: object, prefix: list[str]) -> None:
+        # typer carries its own copy of click, so look for subcommands rather than a class
+        for name, sub in getattr(command, "commands", {}).items():
+            paths.append([*prefix, name])
+            walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=lambda p: " ".join(p) or "leafwatch")
+def test_every_command_has_help(path: list[str]) -> None:
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_the_commands_the_readme_names_exist() -> None:
+    names = {" ".join(path) for path in all_command_paths()}
+    for name in (
+        "serve",
+        "generate",
+        "train",
+        "db upgrade",
+        "model list",
+        "model promote",
+        "model rollback",
+    ):
+        assert name in names
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LEAFWATCH_VAR_DIR", str(tmp_path / "cli-var"))
+    return tmp_path / "cli-var"
+
+
+def test_db_upgrade_migrates_the_configured_database(env: Path) -> None:
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "0001" in result.output
+    assert (env / "leafwatch.db").is_file()
+    assert "0001" in runner.invoke(app, ["db", "current"]).output
+
+
+def test_model_list_promote_and_rollback(env: Path) -> None:
+    listing = runner.invoke(app, ["model", "list"])
+    assert listing.exit_code == 0, listing.output
+    assert "1" in listing.output
+    models = env / "models" / "banana_sigatoka_detector" / "versions" / "1"
+    from leafwatch.model.registry import LocalModelRegistry
+
+    registry = LocalModelRegistry(env / "models", "banana_sigatoka_detector")
+    second = registry.register(models / "model.onnx", {"input_size": 128})
+    promoted = runner.invoke(app, ["model", "promote", second.version])
+    assert promoted.exit_code == 0, promoted.output
+    assert registry.production().version == "2"
+    rolled = runner.invoke(app, ["model", "rollback"])
+    assert rolled.exit_code == 0, rolled.output
+    assert "from version 2 to" in rolled.output
+    assert registry.production().version == "1"
+    again = runner.invoke(app, ["model", "rollback"])
+    assert again.exit_code == 1
+    assert "no earlier production version" in again.output
+    unknown = runner.invoke(app, ["model", "promote", "42"])
+    assert unknown.exit_code == 1
+    assert "no version '42'" in unknown.output
+
+
+def test_generate_writes_a_folder_per_class(tmp_path: Path) -> None:
+    out = tmp_path / "leaves"
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--out",
+            str(out),
+            "--per-class",
+            "2",
+            "--seed",
+            "3",
+            "--resolution",
+            "200x100",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    files = sorted(out.rglob("*.jpg"))
+    assert len(files) == 14
+    assert {path.parent.name for path in files} == {
+        "Healthy",
+        "Stage1",
+        "Stage2",
+        "Stage3",
+        "Stage4",
+        "Stage5",
+        "Stage6",
+    }
+
+
+def test_generate_refuses_bad_options(tmp_path: Path) -> None:
+    bad_size = runner.invoke(app, ["generate", "--out", str(tmp_path), "--resolution", "big"])
+    assert bad_size.exit_code == 2
+    assert "WIDTHxHEIGHT" in bad_size.output
+    bad_weights = runner.invoke(app, ["generate", "--out", str(tmp_path), "--class-weights", "1,2"])
+    assert bad_weights.exit_code == 2
