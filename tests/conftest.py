@@ -73,21 +73,3 @@ def image_bytes(
     buffer = io.BytesIO()
     image.save(buffer, fmt, **save)
     return buffer.getvalue()
-
-
-# TEMP-DEVMODEL: until the bundled model lands, seed the registry with a throwaway model.
-@pytest.fixture(autouse=True)
-def _dev_model(tmp_path: Path) -> None:
-    from leafwatch.model.registry import LocalModelRegistry, bundled_model
-
-    try:
-        bundled_model()
-    except FileNotFoundError:
-        import json
-
-        registry = LocalModelRegistry(tmp_path / "var" / "models", "banana_sigatoka_detector")
-        info = registry.register(
-            Path("/tmp/devmodel/model.onnx"),
-            json.loads(Path("/tmp/devmodel/card.json").read_text()),
-        )
-        registry.promote(info.version)

@@ -42,12 +42,14 @@ def served(tmp_path: Path) -> Iterator[str]:
     """`leafwatch serve` on a free port, with the embedded defaults under a temporary folder."""
     port = free_port()
     env = {**os.environ, "LEAFWATCH_VAR_DIR": str(tmp_path / "var")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "leafwatch", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "leafwatch", "serve", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -58,7 +60,7 @@ def served(tmp_path: Path) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"leafwatch serve did not start: {process.stderr}")
+                raise AssertionError(f"leafwatch serve did not start: {log.read_text()}")
             time.sleep(0.2)
         yield url
     finally:
@@ -90,7 +92,8 @@ def test_the_curl_example_works_as_written(served: str, tmp_path: Path) -> None:
     prediction, feedback, stats = answers
     assert prediction["model_name"] == "banana_sigatoka_detector"
     assert feedback["prediction_id"] == prediction["prediction_id"]
-    assert feedback["correct_class_name"] == "Stage5"
+    assert feedback["is_correct"] is True
+    assert feedback["correct_class_name"] == prediction["predicted_class_name"] == "Stage5"
     assert stats["total_predictions"] == 1
     assert stats["total_feedback"] == 1
     assert stats["feedback_by_source"]["expert_review"] == 1

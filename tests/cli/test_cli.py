@@ -120,3 +120,21 @@ def test_generate_refuses_bad_options(tmp_path: Path) -> None:
     assert "WIDTHxHEIGHT" in bad_size.output
     bad_weights = runner.invoke(app, ["generate", "--out", str(tmp_path), "--class-weights", "1,2"])
     assert bad_weights.exit_code == 2
+
+
+@pytest.mark.train
+def test_train_registers_and_promotes_a_new_version(env: Path) -> None:
+    pytest.importorskip("torch")
+    result = runner.invoke(
+        app,
+        ["train", "--per-class", "6", "--epochs", "1", "--input-size", "48", "--promote"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "registered banana_sigatoka_detector version 2" in result.output
+    from leafwatch.model.registry import LocalModelRegistry
+
+    registry = LocalModelRegistry(env / "models", "banana_sigatoka_detector")
+    production = registry.production()
+    assert production.version == "2"
+    assert production.card["input_size"] == 48
+    assert production.model_path.is_file()

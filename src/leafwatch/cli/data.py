@@ -92,6 +92,9 @@ def train(
         int | None, typer.Option(min=1, help="Training images per class (default: recipe's).")
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: recipe's).")] = None,
+    input_size: Annotated[
+        int | None, typer.Option(min=16, help="Model input side in pixels (default: recipe's).")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Also keep model.onnx and card.json in this folder.")
     ] = None,
@@ -102,7 +105,12 @@ def train(
 ) -> None:
     """Train, calibrate and export a model on generated leaves (needs the [train] extra)."""
     try:
-        from leafwatch.model.train import train_model
+        from leafwatch.model.train import (
+            DEFAULT_EPOCHS,
+            DEFAULT_INPUT_SIZE,
+            DEFAULT_PER_CLASS,
+            train_model,
+        )
     except ImportError as exc:
         console.print(
             f"[red]training needs the [train] extra: pip install 'leafwatch[train]' ({exc})"
@@ -110,15 +118,16 @@ def train(
         raise typer.Exit(1) from None
     from leafwatch.model.registry import LocalModelRegistry
 
-    options: dict[str, int] = {}
-    if per_class is not None:
-        options["per_class"] = per_class
-    if epochs is not None:
-        options["epochs"] = epochs
     with tempfile.TemporaryDirectory() as scratch:
         folder = out or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        card = train_model(folder, seed=seed, **options)
+        card = train_model(
+            folder,
+            seed=seed,
+            per_class=per_class or DEFAULT_PER_CLASS,
+            epochs=epochs or DEFAULT_EPOCHS,
+            input_size=input_size or DEFAULT_INPUT_SIZE,
+        )
         _print_card(card)
         if register:
             settings = Settings()

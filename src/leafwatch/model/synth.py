@@ -10,14 +10,16 @@ lateral veins slanting towards the tip, and lesions that follow the veins as Bla
 on the Fouré scale. The camera sees FIELD_OF_VIEW_MM on its shorter side.
 """
 
+import dataclasses
 import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from PIL import Image, ImageDraw, ImageFilter
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -30,8 +32,11 @@ FIELD_OF_VIEW_MM = 64.0
 RENDER_SHORT_SIDE = 256
 # Lesions are scattered over a square of this half-size around the view centre, so the leaf's
 # content does not depend on the camera's aspect or rotation.
-_SCENE_HALF_MM = 72.0
+_SCENE_HALF_MM = 90.0
 _POLYGON_VERTICES = 14
+# Within this radius of the centre every camera sees the scene, whatever its aspect, rotation or
+# zoom (half the shorter side at the closest zoom, less a margin).
+_ALWAYS_SEEN_MM = 24.0
 
 Float = NDArray[np.float32]
 RGB = tuple[float, float, float]
@@ -39,12 +44,17 @@ RGB = tuple[float, float, float]
 
 @dataclass(frozen=True, slots=True)
 class Nuisance:
-    """Ranges of the photographic conditions; each image samples its own values from them."""
+    """Ranges of the photographic conditions; each image samples its own values from them.
+
+    The defaults are the mild variety the model trains on. Drift is a changed copy, e.g.
+    `dataclasses.replace(Nuisance(), brightness=(0.4, 0.6), background=("bench",))`.
+    """
 
     brightness: tuple[float, float] = (0.85, 1.15)  # multiplicative exposure factor
-    blur: tuple[float, float] = (0.0, 0.6)  # Gaussian radius in output pixels
-    background: tuple[str, ...] = ("soil", "grass")
-    resolution: tuple[tuple[int, int], ...] = ((256, 256), (320, 240), (240, 320))  # (w, h)
+    blur: tuple[float, float] = (0.0, 0.6)  # Gaussian sigma in output pixels
+    background: tuple[str, ...] = ("soil", "grass")  # kinds to pick from, see BACKGROUNDS
+    # Camera (width, height) choices: they set the aspect; the field of view stays the same.
+    resolution: tuple[tuple[int, int], ...] = ((256, 256), (320, 240), (240, 320))
     jpeg_quality: tuple[int, int] = (75, 95)
     rotation: tuple[float, float] = (-25.0, 25.0)  # degrees, counter-clockwise
 
@@ -96,6 +106,8 @@ class _Shot:
     size: tuple[int, int]
     quality: int
     rotation: float  # radians
+    light_slope: float  # relative fall-off of the light across the field of view
+    light_direction: float  # radians
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +207,8 @@ def generate_dataset(
         task = bar.add_task("rendering leaves", total=sum(counts))
         for class_id, count in enumerate(counts):
             folder = out_dir / CLASS_NAMES[class_id]
-            folder.mkdir(parents=True, exist_ok=True)
+            if count:
+                folder.mkdir(parents=True, exist_ok=True)
             for index in range(count):
                 path = folder / f"{index}.jpg"
                 path.write_bytes(leaf_jpeg(class_id, seed=seed, index=index, nuisance=nuisance))
@@ -251,6 +264,8 @@ def _sample_shot(rng: np.random.Generator, nuisance: Nuisance) -> _Shot:
         size=nuisance.resolution[int(rng.integers(len(nuisance.resolution)))],
         quality=int(rng.integers(nuisance.jpeg_quality[0], nuisance.jpeg_quality[1] + 1)),
         rotation=math.radians(float(rng.uniform(*nuisance.rotation))),
+        light_slope=float(rng.uniform(0.0, 0.25)),
+        light_direction=float(rng.uniform(0.0, 2 * math.pi)),
     )
 
 
@@ -299,14 +314,18 @@ def _compose(leaf: _Leaf, shot: _Shot, rng: np.random.Generator, size: tuple[int
     planes += alpha * (albedo - planes)
 
     # Light falls off across the frame; the exposure factor is the brightness nuisance.
-    slope = rng.uniform(0.0, 0.25) / FIELD_OF_VIEW_MM
-    direction = rng.uniform(0.0, 2 * math.pi)
+    slope = shot.light_slope / FIELD_OF_VIEW_MM
+    direction = shot.light_direction
     illumination = shot.brightness * (
         1.0 + slope * (math.cos(direction) * xs + math.sin(direction) * ys)
     )
     planes *= illumination
     planes += (rng.random((h, w), dtype=np.float32) - 0.5) * 0.04  # sensor noise
     return planes
+
+
+def _f32(array: NDArray[np.floating[Any]]) -> Float:
+    return array.astype(np.float32, copy=False)
 
 
 def _column(colour: RGB) -> Float:
@@ -391,11 +410,11 @@ def _background(kind: str, rng: np.random.Generator, size: tuple[int, int]) -> F
     if kind == "soil":
         tone = 1.0 + 0.15 * _noise(rng, (5, 5), size) + 0.12 * _noise(rng, (w // 3, h // 3), size)
         tone[rng.random((h, w), dtype=np.float32) < 0.01] *= 0.6  # grit
-        return _column((0.42, 0.31, 0.21)) * (shade * tone)
+        return _f32(_column((0.42, 0.31, 0.21)) * (shade * tone))
     if kind == "grass":
         blades = _noise(rng, (w // 2, 6), size)  # long along y: blades standing up
         tone = 1.0 + 0.25 * blades + 0.1 * _noise(rng, (4, 4), size)
-        planes = _column((0.30, 0.46, 0.17)) * (shade * tone)
+        planes = _f32(_column((0.30, 0.46, 0.17)) * (shade * tone))
         planes[0] += 0.06 * np.clip(blades, 0.0, None)  # dry tips are yellower
         return planes
     if kind == "sky":
@@ -403,7 +422,7 @@ def _background(kind: str, rng: np.random.Generator, size: tuple[int, int]) -> F
         top, bottom = _column((0.45, 0.64, 0.90)), _column((0.78, 0.86, 0.95))
         planes = top + (bottom - top) * ramp + np.zeros((1, 1, w), np.float32)
         clouds = np.clip(_noise(rng, (4, 3), size) * 0.6, 0.0, 1.0)
-        return planes + clouds * (0.96 - planes)
+        return _f32(planes + clouds * (0.96 - planes))
     # bench: wooden planks with grain along them and dark gaps between
     grain = _noise(rng, (3, h // 2), size)
     plank = max(12, h // int(rng.integers(3, 6)))
@@ -439,18 +458,18 @@ def _sample_leaf(rng: np.random.Generator, class_id: int) -> _Leaf:
         curvature=rng.uniform(-0.002, 0.002),
         half_widths=(rng.uniform(18.0, 50.0), rng.uniform(18.0, 50.0)),
         margin_waves=tuple(
-            (rng.uniform(0.2, 1.0) * scale, rng.uniform(0.4, 1.0) * scale * 8, rng.uniform(0, 7))
-            for scale in (3.0, 1.2, 0.5)
+            (rng.uniform(0.2, 1.0) * scale, rng.uniform(0.5, 1.0) * scale * 10, rng.uniform(0, 7))
+            for scale in (3.0, 1.5, 0.8)
         ),
         zoom=rng.uniform(0.88, 1.14),
         shading=(rng.standard_normal((5, 5), dtype=np.float32) * np.float32(0.07)),
     )
     paints = _SYMPTOMS[class_id](rng, leaf)
-    return _Leaf(**{**{name: getattr(leaf, name) for name in leaf.__slots__}, "paints": paints})
+    return dataclasses.replace(leaf, paints=paints)
 
 
-def _rgb(values: NDArray[np.float32] | Sequence[float]) -> RGB:
-    r, g, b = (float(min(max(value, 0.0), 1.0)) for value in values)
+def _rgb(values: ArrayLike) -> RGB:
+    r, g, b = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0).tolist()
     return (r, g, b)
 
 
@@ -467,17 +486,39 @@ def _scatter(
     aspect: tuple[float, float],
     tilt: float = 0.06,
     wobble: float = 0.08,
+    in_view: int = 0,
 ) -> _Marks:
-    """Marks spread over the lamina: density per 1000 mm^2, length in mm, width / length."""
+    """Marks spread over the lamina: density per 1000 mm^2, length in mm, width / length.
+
+    At least `in_view` of them land where every camera sees the leaf, so that no photo of a
+    diseased leaf happens to show only healthy lamina.
+    """
     low, high = leaf.half_widths
     area = 2 * _SCENE_HALF_MM * (low + high)
     count = round(float(rng.uniform(*density)) * area / 1000.0)
+    u = rng.uniform(-_SCENE_HALF_MM, _SCENE_HALF_MM, count)
     v = rng.uniform(-low, high, count)
+    for _ in range(20):
+        missing = in_view - int(np.count_nonzero(_always_seen(leaf, u, v)))
+        if missing <= 0:
+            break
+        # Draw candidates over the always-seen disc and keep those on the lamina.
+        radius = _ALWAYS_SEEN_MM * np.sqrt(rng.random(8 * missing))
+        turn = rng.uniform(0.0, 2 * math.pi, 8 * missing)
+        cu = radius * np.cos(turn)
+        cv = radius * np.sin(turn) - leaf.midrib_offset - leaf.curvature * cu**2
+        keep = np.flatnonzero((cv > -low) & (cv < high))[:missing]
+        u, v = np.concatenate([u, cu[keep]]), np.concatenate([v, cv[keep]])
     # Keep lesions off the midrib: push them just outside it on their own side.
     clear = leaf.midrib_width / 2 + 0.3
     v = np.where(np.abs(v) < clear, np.sign(v + 1e-9) * (clear + np.abs(v)), v)
-    u = rng.uniform(-_SCENE_HALF_MM, _SCENE_HALF_MM, count)
     return _marks(rng, u, v, length=length, aspect=aspect, tilt=tilt, wobble=wobble)
+
+
+def _always_seen(leaf: _Leaf, u: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.bool_]:
+    v_scene = v + leaf.midrib_offset + leaf.curvature * u**2
+    inside: NDArray[np.bool_] = u**2 + v_scene**2 < _ALWAYS_SEEN_MM**2
+    return inside
 
 
 def _marks(
@@ -505,12 +546,19 @@ def _marks(
 
 
 def _healthy(rng: np.random.Generator, leaf: _Leaf) -> tuple[_Paint, ...]:
-    return ()
+    # Healthy leaves are not spotless: a few pale flecks of dust or dried water.
+    flecks = _scatter(rng, leaf, density=(0.0, 4.0), length=(0.3, 0.8), aspect=(0.6, 1.0))
+    colour = _jitter(rng, (0.62, 0.70, 0.52), 0.02)
+    return (_Paint(flecks, colour, opacity=rng.uniform(0.4, 0.7), soften_mm=0.08),)
 
 
-def _specks(rng: np.random.Generator, leaf: _Leaf, density: tuple[float, float]) -> _Paint:
+def _specks(
+    rng: np.random.Generator, leaf: _Leaf, density: tuple[float, float], in_view: int = 0
+) -> _Paint:
     """Stage 1's sign: sub-millimetre yellowish to rusty specks."""
-    marks = _scatter(rng, leaf, density=density, length=(0.3, 0.9), aspect=(0.6, 1.0))
+    marks = _scatter(
+        rng, leaf, density=density, length=(0.3, 0.9), aspect=(0.6, 1.0), in_view=in_view
+    )
     tint = rng.uniform(0.0, 1.0)
     colour = _rgb(np.array([0.58, 0.48, 0.18]) * (1 - tint) + np.array([0.50, 0.30, 0.14]) * tint)
     return _Paint(marks, _jitter(rng, colour), opacity=rng.uniform(0.75, 0.95), soften_mm=0.08)
@@ -523,48 +571,77 @@ def _discolour(rng: np.random.Generator, leaf: _Leaf, opacity: tuple[float, floa
     return _Paint(marks, colour, opacity=rng.uniform(*opacity), soften_mm=2.5)
 
 
-def _light_streaks(rng: np.random.Generator, leaf: _Leaf, density: tuple[float, float]) -> _Paint:
+def _light_streaks(
+    rng: np.random.Generator, leaf: _Leaf, density: tuple[float, float], in_view: int = 0
+) -> _Paint:
     """Stage 2's sign: light-brown streaks of 2-3 mm along the veins."""
-    marks = _scatter(rng, leaf, density=density, length=(2.0, 3.5), aspect=(0.12, 0.22), tilt=0.04)
+    marks = _scatter(
+        rng,
+        leaf,
+        density=density,
+        length=(2.0, 3.5),
+        aspect=(0.12, 0.22),
+        tilt=0.04,
+        in_view=in_view,
+    )
     colour = _jitter(rng, (0.60, 0.42, 0.22))
     return _Paint(marks, colour, opacity=rng.uniform(0.85, 1.0), soften_mm=0.1)
 
 
-def _dark_streaks(rng: np.random.Generator, leaf: _Leaf, density: tuple[float, float]) -> _Paint:
+def _dark_streaks(
+    rng: np.random.Generator, leaf: _Leaf, density: tuple[float, float], in_view: int = 0
+) -> _Paint:
     """Stage 3's sign: longer dark-brown streaks."""
     marks = _scatter(
-        rng, leaf, density=density, length=(5.0, 14.0), aspect=(0.06, 0.12), tilt=0.03, wobble=0.1
+        rng,
+        leaf,
+        density=density,
+        length=(5.0, 14.0),
+        aspect=(0.06, 0.12),
+        tilt=0.03,
+        wobble=0.1,
+        in_view=in_view,
     )
     colour = _jitter(rng, (0.32, 0.19, 0.10), 0.02)
     return _Paint(marks, colour, opacity=rng.uniform(0.9, 1.0), soften_mm=0.12)
 
 
-def _spots(rng: np.random.Generator, leaf: _Leaf, density: tuple[float, float]) -> _Marks:
+def _spots(
+    rng: np.random.Generator, leaf: _Leaf, density: tuple[float, float], in_view: int = 0
+) -> _Marks:
     """Oval spots of Stage 4 onwards, along the veins."""
-    return _scatter(rng, leaf, density=density, length=(3.5, 7.5), aspect=(0.45, 0.7), tilt=0.1)
+    return _scatter(
+        rng, leaf, density=density, length=(3.5, 7.5), aspect=(0.45, 0.7), tilt=0.1, in_view=in_view
+    )
 
 
 def _stage1(rng: np.random.Generator, leaf: _Leaf) -> tuple[_Paint, ...]:
-    return (_discolour(rng, leaf, (0.18, 0.32)), _specks(rng, leaf, (30.0, 80.0)))
+    return (_discolour(rng, leaf, (0.15, 0.32)), _specks(rng, leaf, (20.0, 80.0), in_view=25))
 
 
 def _stage2(rng: np.random.Generator, leaf: _Leaf) -> tuple[_Paint, ...]:
     return (
         _discolour(rng, leaf, (0.1, 0.25)),
         _specks(rng, leaf, (0.0, 12.0)),
-        _light_streaks(rng, leaf, (8.0, 22.0)),
+        _light_streaks(rng, leaf, (6.0, 22.0), in_view=8),
     )
 
 
 def _stage3(rng: np.random.Generator, leaf: _Leaf) -> tuple[_Paint, ...]:
-    return (_light_streaks(rng, leaf, (0.0, 5.0)), _dark_streaks(rng, leaf, (3.0, 9.0)))
+    # Earlier symptoms linger as the disease moves on: here and in later stages.
+    return (
+        _specks(rng, leaf, (0.0, 8.0)),
+        _light_streaks(rng, leaf, (0.0, 5.0)),
+        _dark_streaks(rng, leaf, (2.5, 9.0), in_view=4),
+    )
 
 
 def _stage4(rng: np.random.Generator, leaf: _Leaf) -> tuple[_Paint, ...]:
-    spots = _spots(rng, leaf, (1.5, 4.5))
+    spots = _spots(rng, leaf, (1.2, 4.5), in_view=3)
     rim = _jitter(rng, (0.30, 0.18, 0.10), 0.02)
     core = _jitter(rng, (0.14, 0.10, 0.07), 0.015)
     return (
+        _light_streaks(rng, leaf, (0.0, 3.0)),
         _dark_streaks(rng, leaf, (0.0, 1.5)),
         _Paint(spots, rim, scale=1.12, soften_mm=0.15),
         _Paint(spots, core, soften_mm=0.12),
@@ -572,9 +649,10 @@ def _stage4(rng: np.random.Generator, leaf: _Leaf) -> tuple[_Paint, ...]:
 
 
 def _stage5(rng: np.random.Generator, leaf: _Leaf) -> tuple[_Paint, ...]:
-    spots = _spots(rng, leaf, (1.5, 4.5))
+    spots = _spots(rng, leaf, (1.2, 4.5), in_view=3)
     halo = _jitter(rng, (0.78, 0.74, 0.22), 0.03)
     return (
+        _dark_streaks(rng, leaf, (0.0, 1.5)),
         _Paint(
             spots, halo, scale=rng.uniform(1.5, 1.9), opacity=rng.uniform(0.6, 0.85), soften_mm=0.6
         ),
@@ -598,9 +676,10 @@ def _stage6(rng: np.random.Generator, leaf: _Leaf) -> tuple[_Paint, ...]:
         aspect=(0.15, 0.35),
         tilt=0.05,
         wobble=0.2,
+        in_view=1,
     )
     # Most spots sit on a band: the disease's last stage is spots coalescing into necrosis.
-    scattered = _spots(rng, leaf, (2.5, 6.0))
+    scattered = _spots(rng, leaf, (2.5, 6.0), in_view=3)
     count = len(scattered.u)
     on_band = (rng.random(count) < 0.6) & (len(bands.u) > 0)
     pick = rng.integers(0, max(len(bands.u), 1), count)
