@@ -40,7 +40,8 @@ class LocalImageStore:
         key = f"{digest[:2]}/{digest[2:4]}/{digest}.{extension.lower().lstrip('.')}"
         target = self.root / key
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.parent.is_dir():  # one stat instead of three failing mkdirs
+                target.parent.mkdir(parents=True, exist_ok=True)
             # Write then rename: a reader never sees half a file, and a crash leaves no junk key.
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
             try:
