@@ -102,6 +102,7 @@ def free_port() -> int:
 def serve(workers: int, var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "LEAFWATCH_VAR_DIR": str(var_dir)}
+    log = (var_dir / "serve.log").open("wb")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -114,9 +115,10 @@ def serve(workers: int, var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             str(workers),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
+    log.close()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -146,14 +148,17 @@ def measure_service(
                     str(count),
                     str(concurrency),
                 ],
-                check=True,
+                check=False,
                 capture_output=True,
                 text=True,
-            ).stdout
+            )
         finally:
             process.terminate()
             process.wait(timeout=30)
-    result: dict[str, float] = json.loads(output)
+        if output.returncode != 0:
+            server_log = (Path(scratch) / "serve.log").read_text()[-3000:]
+            raise RuntimeError(f"load generator failed:\n{output.stderr}\nserver:\n{server_log}")
+    result: dict[str, float] = json.loads(output.stdout)
     return result
 
 

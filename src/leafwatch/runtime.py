@@ -1,6 +1,7 @@
 """What a running LeafWatch process holds: database, image store, registry and the loaded model."""
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -26,6 +27,9 @@ class Runtime:
     sessions: sessionmaker[Session]
     images: LocalImageStore
     registry: LocalModelRegistry
+    io: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="leafwatch-io")
+    )
     classifier: OnnxClassifier | None = None
     model_error: str | None = field(default=None)
 
@@ -37,12 +41,14 @@ class Runtime:
             classifier=self.classifier,
             images=self.images,
             sessions=self.sessions,
+            io=self.io,
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_image_pixels,
         )
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Finish pending image writes and release the database connections."""
+        self.io.shutdown(wait=True)
         self.engine.dispose()
 
 

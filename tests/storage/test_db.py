@@ -1,11 +1,12 @@
 """Migrations build exactly the tables the code declares, on SQLite and PostgreSQL."""
 
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import Engine, inspect, select
 
 from leafwatch.storage import db
 from leafwatch.storage.tables import Base, ModelVersion
@@ -29,6 +30,30 @@ def test_migrations_match_the_declared_tables(database_url: str) -> None:
         db.upgrade(engine)  # applying again is a no-op
     finally:
         engine.dispose()
+
+
+def test_concurrent_upgrades_take_turns(database_url: str) -> None:
+    # Several workers start at once and each migrates: none may fail on a half-made schema.
+    engines = [db.make_engine(database_url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def migrate(engine: Engine) -> None:
+        try:
+            db.upgrade(engine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert db.current_revision(engines[0]) == db.head_revision()
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 def test_timestamps_come_back_as_the_same_utc_instant(database_url: str) -> None:

@@ -10,8 +10,8 @@ from leafwatch.config import Settings
 from leafwatch.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The runtime the lifespan opened."""
+async def get_runtime(request: Request) -> Runtime:
+    """The runtime the lifespan opened (async: FastAPI would run a plain def in a thread)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 

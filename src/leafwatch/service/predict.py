@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,16 +30,19 @@ class Predictor:
     classifier: Classifier
     images: ImageStore
     sessions: sessionmaker[Session]
+    io: Executor
     max_bytes: int
     max_pixels: int
 
     def predict(self, data: bytes, *, user_id: str, user_location: str | None) -> PredictionResult:
         """Classify uploaded image bytes and record the prediction; raises InvalidImage."""
         decoded = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+        # Only a valid image is stored; hashing and writing it overlap with inference.
+        storing = self.io.submit(self.images.put, data, extension=_EXTENSIONS[decoded.format])
         started = time.perf_counter()
         output = self.classifier.predict(decoded.image)
         inference_ms = (time.perf_counter() - started) * 1000.0
-        stored = self.images.put(data, extension=_EXTENSIONS[decoded.format])
+        stored = storing.result()
         class_id = output.class_id
         row = Prediction(
             id=uuid.uuid4(),
