@@ -57,6 +57,53 @@ def bare(data: bytes, count: int) -> dict[str, float]:
     return summary(latencies, count / elapsed)
 
 
+def breakdown(data: bytes, count: int) -> dict[str, float]:
+    """Median milliseconds of each step of the service's own work, in one process."""
+    from leafwatch.config import Settings
+    from leafwatch.model.preprocess import decode_image
+    from leafwatch.runtime import open_runtime
+    from leafwatch.storage import queries
+    from leafwatch.storage.tables import Prediction, utcnow
+
+    with tempfile.TemporaryDirectory() as scratch:
+        runtime = open_runtime(Settings(var_dir=Path(scratch)))
+        predictor = runtime.predictor()
+        steps: dict[str, list[float]] = {"image store (sha256 + write)": [], "database row": []}
+        for index in range(count + 5):
+            body = data + uuid.uuid4().bytes
+            decoded = decode_image(body, max_bytes=10**8, max_pixels=10**9)
+            output = predictor.classifier.predict(decoded.image)
+            t0 = time.perf_counter()
+            stored = predictor.images.put(body, extension="jpg")
+            t1 = time.perf_counter()
+            row = Prediction(
+                id=uuid.uuid4(),
+                user_id="bench",
+                user_location=None,
+                image_path=stored.path,
+                image_size_kb=len(body) / 1024,
+                image_width=decoded.width,
+                image_height=decoded.height,
+                image_hash=stored.sha256,
+                predicted_class_id=output.class_id,
+                predicted_class_name="Stage4",
+                confidence=output.confidence,
+                model_version="1",
+                model_name="bench",
+                inference_time_ms=1.0,
+                timestamp=utcnow(),
+                meta={"probabilities": [float(p) for p in output.probabilities]},
+            )
+            with predictor.sessions() as session:
+                queries.add(session, row=row)
+            t2 = time.perf_counter()
+            if index >= 5:
+                steps["image store (sha256 + write)"].append((t1 - t0) * 1000)
+                steps["database row"].append((t2 - t1) * 1000)
+        runtime.close()
+    return {name: statistics.median(values) for name, values in steps.items()}
+
+
 def summary(latencies: list[float], rate: float) -> dict[str, float]:
     return {
         "rps": rate,
@@ -199,6 +246,10 @@ def main() -> None:
                         parallel["p50"] / baseline["p50"],
                     )
                 )
+    print("Where the service's own time goes (12 MP, SQLite, median ms):")
+    for step, ms in breakdown(images["12 MP JPEG (4000x3000)"], args.requests).items():
+        print(f"  {step}: {ms:.2f}")
+    print()
     print("| image | setup | predictions/s | p50 ms | p99 ms | p50 / bare p50 |")
     print("|---|---|---:|---:|---:|---:|")
     for label, setup, figures, ratio in rows:

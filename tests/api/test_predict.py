@@ -150,6 +150,8 @@ def test_bad_uploads_get_a_clear_4xx_and_store_nothing(
     assert body["error"] == code
     assert body["detail"]
     assert count_predictions(settings) == 0
+    image_dir = settings.resolved_image_dir()
+    assert [path for path in image_dir.rglob("*") if path.is_file()] == []
     # and the service keeps serving
     assert post_image(client, image_bytes("PNG", (32, 32))).status_code == 200  # type: ignore[attr-defined]
 

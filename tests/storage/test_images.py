@@ -25,3 +25,17 @@ def test_keys_cannot_escape_the_store(tmp_path: Path) -> None:
     store = LocalImageStore(tmp_path / "images")
     with pytest.raises(FileNotFoundError):
         store.get("../secret")
+
+
+def test_a_staged_image_is_invisible_until_committed_and_gone_when_discarded(
+    tmp_path: Path,
+) -> None:
+    store = LocalImageStore(tmp_path / "store")
+    kept = store.stage(b"valid leaf")
+    dropped = store.stage(b"refused upload")
+    assert list((tmp_path / "store").rglob("*.jpg")) == []
+    stored = kept.commit(extension="jpg")
+    dropped.discard()
+    assert store.get(stored.path) == b"valid leaf"
+    files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert files == [tmp_path / "store" / stored.path]

@@ -2,7 +2,7 @@
 
 import time
 import uuid
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,7 +11,7 @@ from leafwatch.model.classifier import Classifier, ClassifierOutput
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.model.preprocess import decode_image
 from leafwatch.storage import queries
-from leafwatch.storage.images import ImageStore
+from leafwatch.storage.images import ImageStore, StagedImage
 from leafwatch.storage.tables import Prediction, utcnow
 
 
@@ -36,13 +36,18 @@ class Predictor:
 
     def predict(self, data: bytes, *, user_id: str, user_location: str | None) -> PredictionResult:
         """Classify uploaded image bytes and record the prediction; raises InvalidImage."""
-        decoded = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
-        # Only a valid image is stored; hashing and writing it overlap with inference.
-        storing = self.io.submit(self.images.put, data, extension=_EXTENSIONS[decoded.format])
-        started = time.perf_counter()
-        output = self.classifier.predict(decoded.image)
-        inference_ms = (time.perf_counter() - started) * 1000.0
-        stored = storing.result()
+        # Hashing and writing the upload overlap with decoding and inference; only a valid
+        # image is then committed to the store, a refused one is discarded.
+        staging = self.io.submit(self.images.stage, data)
+        try:
+            decoded = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+            started = time.perf_counter()
+            output = self.classifier.predict(decoded.image)
+            inference_ms = (time.perf_counter() - started) * 1000.0
+        except BaseException:
+            _discard(staging)
+            raise
+        stored = staging.result().commit(extension=_EXTENSIONS[decoded.format])
         class_id = output.class_id
         row = Prediction(
             id=uuid.uuid4(),
@@ -68,6 +73,11 @@ class Predictor:
         with self.sessions() as session:
             queries.add(session, row=row)
         return PredictionResult(row=row, output=output)
+
+
+def _discard(staging: Future[StagedImage]) -> None:
+    if staging.exception() is None:  # waits for the staging to finish
+        staging.result().discard()
 
 
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
