@@ -59,15 +59,17 @@ class FeedbackIn(BaseModel):
 class FeedbackOut(BaseModel):
     """A stored verdict."""
 
-    feedback_id: uuid.UUID
-    prediction_id: uuid.UUID
-    is_correct: bool
-    correct_class_id: int | None
-    correct_class_name: ClassName | None
-    feedback_source: FeedbackSource
-    user_comment: str | None
-    confidence_rating: int | None
-    timestamp: datetime
+    feedback_id: uuid.UUID = Field(description="Id of this verdict.")
+    prediction_id: uuid.UUID = Field(description="The prediction judged.")
+    is_correct: bool = Field(description="Whether the predicted class was right.")
+    correct_class_id: int | None = Field(description="Id of the true class.")
+    correct_class_name: ClassName | None = Field(
+        description="The true class; the predicted one when the verdict says right."
+    )
+    feedback_source: FeedbackSource = Field(description="Who judged.")
+    user_comment: str | None = Field(description="Free text from the judge.")
+    confidence_rating: int | None = Field(description="How sure the judge was, 1 to 5.")
+    timestamp: datetime = Field(description="When the verdict was received (UTC).")
 
 
 class ClassStatsOut(BaseModel):
@@ -83,63 +85,67 @@ class ClassStatsOut(BaseModel):
 class FeedbackStatsOut(BaseModel):
     """Feedback figures over the last `days` days (the rule is in the README)."""
 
-    days: int
-    since: datetime
+    days: int = Field(description="Window length in days.")
+    since: datetime = Field(description="Start of the window (UTC).")
     total_predictions: int = Field(description="Predictions made in the window.")
     reviewed_predictions: int = Field(description="Of those, how many have a verdict.")
     correct: int = Field(description="Reviewed predictions whose verdict says right.")
     accuracy: float | None = Field(description="correct / reviewed_predictions.")
     feedback_rate: float | None = Field(description="reviewed_predictions / total_predictions.")
     total_feedback: int = Field(description="Verdict rows submitted in the window.")
-    feedback_by_source: dict[FeedbackSource, int]
-    per_class: dict[ClassName, ClassStatsOut]
+    feedback_by_source: dict[FeedbackSource, int] = Field(
+        description="Verdict rows submitted in the window, by source."
+    )
+    per_class: dict[ClassName, ClassStatsOut] = Field(
+        description="Figures for each predicted class."
+    )
 
 
 class PredictionRecordOut(PredictionOut):
     """A stored prediction with what was recorded about its image, and its verdicts."""
 
-    user_id: str
-    user_location: str | None
+    user_id: str = Field(description="Who asked.")
+    user_location: str | None = Field(description="Where, as the client said.")
     image_hash: str = Field(description="SHA-256 of the uploaded bytes.")
-    image_size_kb: float
-    image_width: int
-    image_height: int
-    image_format: str | None
+    image_size_kb: float = Field(description="Size of the upload in KiB.")
+    image_width: int = Field(description="Width of the image as viewed (EXIF applied).")
+    image_height: int = Field(description="Height of the image as viewed (EXIF applied).")
+    image_format: str | None = Field(description="JPEG, PNG or WEBP.")
     feedback: list[FeedbackOut] = Field(description="Every verdict, oldest first.")
 
 
 class PredictionSummaryOut(BaseModel):
     """One line of a prediction listing."""
 
-    prediction_id: uuid.UUID
-    user_id: str
-    user_location: str | None
-    predicted_class_name: ClassName
-    confidence: float
-    model_version: str
-    timestamp: datetime
+    prediction_id: uuid.UUID = Field(description="Id of the prediction.")
+    user_id: str = Field(description="Who asked.")
+    user_location: str | None = Field(description="Where, as the client said.")
+    predicted_class_name: ClassName = Field(description="Healthy or Stage1..Stage6.")
+    confidence: float = Field(description="Calibrated probability of that class.")
+    model_version: str = Field(description="Version of the model that answered.")
+    timestamp: datetime = Field(description="When it was made (UTC).")
 
 
 class PredictionPageOut(BaseModel):
     """A page of predictions, newest first."""
 
-    items: list[PredictionSummaryOut]
+    items: list[PredictionSummaryOut] = Field(description="Predictions, newest first.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
 
 
 class HealthOut(BaseModel):
     """Liveness."""
 
-    status: Literal["ok"]
+    status: Literal["ok"] = Field(description="Always `ok` when the process answers.")
 
 
 class ReadyOut(BaseModel):
     """Readiness, and what it depends on."""
 
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "not_ready"] = Field(description="`ready` answers 200, else 503.")
     database: bool = Field(description="The database answers and its schema is current.")
     model: bool = Field(description="The production model is loaded.")
-    model_version: str | None
+    model_version: str | None = Field(description="Version of the loaded model, if any.")
     problems: list[str] = Field(description="Why it is not ready; empty when ready.")
 
 
@@ -148,12 +154,12 @@ class ModelInfoOut(BaseModel):
 
     model_config = ConfigDict(protected_namespaces=())
 
-    model_name: str
-    model_version: str
-    classes: list[ClassName]
-    input_size: int
-    embedding_dim: int | None
-    onnx_sha256: str
-    created_at: str | None
+    model_name: str = Field(description="Registered name of the serving model.")
+    model_version: str = Field(description="Its version in the registry.")
+    classes: list[ClassName] = Field(description="The classes it predicts, by id.")
+    input_size: int = Field(description="Side in pixels of the square image it looks at.")
+    embedding_dim: int | None = Field(description="Length of its embedding output.")
+    onnx_sha256: str = Field(description="SHA-256 of the ONNX file.")
+    created_at: str | None = Field(description="When it was trained (ISO 8601, UTC).")
     metrics: dict[str, Any] = Field(description="From the model card: held-out accuracy, ECE, ...")
     data: dict[str, Any] = Field(description="From the model card: how the training data was made.")

@@ -7,6 +7,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from leafwatch.cli import app
+from leafwatch.model.labels import CLASS_NAMES
 
 runner = CliRunner()
 
@@ -103,15 +104,7 @@ def test_generate_writes_a_folder_per_class(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     files = sorted(out.rglob("*.jpg"))
     assert len(files) == 14
-    assert {path.parent.name for path in files} == {
-        "Healthy",
-        "Stage1",
-        "Stage2",
-        "Stage3",
-        "Stage4",
-        "Stage5",
-        "Stage6",
-    }
+    assert {path.parent.name for path in files} == set(CLASS_NAMES)
 
 
 def test_generate_refuses_bad_options(tmp_path: Path) -> None:

@@ -378,6 +378,19 @@ def export_onnx(model: LeafNet, path: Path, *, temperature: float, input_size: i
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
+    _strip_debug_metadata(path)
+
+
+def _strip_debug_metadata(path: Path) -> None:
+    """Drop the exporter's per-node debug notes: they name the calling module and source lines,
+    so the same model exported from `python -m` and from the CLI would differ byte for byte."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    for item in (*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        del item.metadata_props[:]
+    onnx.save(proto, str(path))
 
 
 def _check_export(

@@ -1,0 +1,27 @@
+"""`leafwatch train` with its defaults reproduces the bundled model's recipe and quality."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from leafwatch.model.registry import bundled_model
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_default_training_reproduces_the_bundled_model(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from leafwatch.model.train import train_model
+
+    _, bundled = bundled_model()
+    card = train_model(tmp_path, progress=False)
+    assert card["data"] == bundled["data"]
+    assert card["input_size"] == bundled["input_size"]
+    assert card["embedding_dim"] == bundled["embedding_dim"]
+    ours, theirs = card["metrics"], bundled["metrics"]
+    # Same recipe and seed; allow for a different CPU's floating point, not for a worse model.
+    assert ours["heldout_accuracy"] == pytest.approx(theirs["heldout_accuracy"], abs=0.01)
+    assert ours["ece"] == pytest.approx(theirs["ece"], abs=0.01)
+    assert ours["temperature"] == pytest.approx(theirs["temperature"], rel=0.05)
+    assert json.loads((tmp_path / "card.json").read_text())["onnx_sha256"] == card["onnx_sha256"]
