@@ -2,7 +2,9 @@
 
 import io
 import os
+import struct
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +75,15 @@ def image_bytes(
     buffer = io.BytesIO()
     image.save(buffer, fmt, **save)
     return buffer.getvalue()
+
+
+def png_with_declared_size(width: int, height: int) -> bytes:
+    """A PNG header that declares a size, followed by almost no data (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))

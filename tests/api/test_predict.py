@@ -2,6 +2,8 @@
 
 import io
 import uuid
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,17 +11,18 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import create_engine, func, select
 
+from leafwatch.app import create_app
 from leafwatch.config import Settings
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.storage.tables import Prediction
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, png_with_declared_size
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 def post_image(
     client: TestClient, data: bytes, *, user_id: str | None = "farmer-1", **form: str
-) -> object:
+) -> Any:
     fields = {"user_id": user_id, **form} if user_id is not None else dict(form)
     return client.post(
         "/api/v1/predict", files={"file": ("leaf.bin", data, "image/jpeg")}, data=fields
@@ -85,26 +88,20 @@ def test_images_phones_and_browsers_make_are_accepted(
 ) -> None:
     data = image_bytes(fmt, size, mode, **({"quality": 85} if fmt == "JPEG" else {}))
     response = post_image(client, data)
-    assert response.status_code == 200, response.text  # type: ignore[attr-defined]
+    assert response.status_code == 200, response.text
 
 
 def test_16_bit_and_exif_rotated_images_are_accepted(client: TestClient) -> None:
     buffer = io.BytesIO()
     Image.fromarray(np.full((50, 80), 40000, dtype=np.uint16)).save(buffer, "PNG")
-    assert post_image(client, buffer.getvalue()).status_code == 200  # type: ignore[attr-defined]
+    assert post_image(client, buffer.getvalue()).status_code == 200
     exif = Image.Exif()
     exif[0x0112] = 8
     rotated = image_bytes("JPEG", (300, 100), exif=exif)
     response = post_image(client, rotated)
-    prediction_id = response.json()["prediction_id"]  # type: ignore[attr-defined]
+    prediction_id = response.json()["prediction_id"]
     stored = client.get(f"/api/v1/predictions/{prediction_id}").json()
     assert (stored["image_width"], stored["image_height"]) == (100, 300)
-
-
-def tiny_png_declaring(width: int, height: int) -> bytes:
-    from tests.model.test_preprocess import png_with_declared_size
-
-    return png_with_declared_size(width, height)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +112,7 @@ def tiny_png_declaring(width: int, height: int) -> bytes:
         (image_bytes("GIF", (20, 20)), {}, 415, "unsupported_format"),
         (image_bytes("JPEG", (400, 400))[:200], {}, 422, "corrupt_image"),
         (b"\xff\xd8\xff\xe0" + b"\0" * 100, {}, 415, "not_an_image"),
-        (tiny_png_declaring(9000, 9000), {}, 413, "too_many_pixels"),
+        (png_with_declared_size(9000, 9000), {}, 413, "too_many_pixels"),
         (image_bytes("PNG", (20, 20)), {"user_id": None}, 422, "invalid_request"),
         (image_bytes("PNG", (20, 20)), {"user_id": ""}, 422, "invalid_request"),
         (image_bytes("PNG", (20, 20)), {"user_id": "u" * 129}, 422, "invalid_request"),
@@ -144,16 +141,16 @@ def test_bad_uploads_get_a_clear_4xx_and_store_nothing(
 ) -> None:
     form = dict(form)  # parameters are shared between the two database runs
     user_id = form.pop("user_id", "farmer-1")
-    response = post_image(client, data, user_id=user_id, **form)  # type: ignore[arg-type]
-    assert response.status_code == status, response.text  # type: ignore[attr-defined]
-    body = response.json()  # type: ignore[attr-defined]
+    response = post_image(client, data, user_id=user_id, **form)
+    assert response.status_code == status, response.text
+    body = response.json()
     assert body["error"] == code
     assert body["detail"]
     assert count_predictions(settings) == 0
     image_dir = settings.resolved_image_dir()
     assert [path for path in image_dir.rglob("*") if path.is_file()] == []
     # and the service keeps serving
-    assert post_image(client, image_bytes("PNG", (32, 32))).status_code == 200  # type: ignore[attr-defined]
+    assert post_image(client, image_bytes("PNG", (32, 32))).status_code == 200
 
 
 def test_a_missing_file_is_a_validation_error(client: TestClient) -> None:
@@ -163,25 +160,28 @@ def test_a_missing_file_is_a_validation_error(client: TestClient) -> None:
     assert "file" in response.json()["detail"]
 
 
-def test_a_file_over_the_size_limit_is_refused(tmp_path: object, database_url: str) -> None:
-    from pathlib import Path
-
+def test_a_file_over_the_size_limit_is_refused(tmp_path: Path, database_url: str) -> None:
     settings = Settings(
-        var_dir=Path(str(tmp_path)) / "var",
+        var_dir=tmp_path / "var",
         database_url=database_url,
         migrate_on_start=True,
         max_upload_bytes=50_000,
     )
     big = image_bytes("PNG", (400, 400), "RGB", compress_level=0)
     assert len(big) > 50_000
-    with TestClient(create_app_for(settings)) as client:
+    with TestClient(create_app(settings)) as client:
         response = post_image(client, big)
-        assert response.status_code == 413  # type: ignore[attr-defined]
-        assert response.json()["error"] == "file_too_large"  # type: ignore[attr-defined]
+        assert response.status_code == 413
+        assert response.json()["error"] == "file_too_large"
         assert count_predictions(settings) == 0
 
 
-def create_app_for(settings: Settings) -> object:
-    from leafwatch.app import create_app
-
-    return create_app(settings)
+def test_the_default_limit_refuses_a_file_over_10_mib(
+    client: TestClient, settings: Settings
+) -> None:
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+    just_over = image_bytes("PNG", (16, 16)) + b"\0" * (10 * 1024 * 1024)
+    response = post_image(client, just_over)
+    assert response.status_code == 413
+    assert response.json()["error"] == "file_too_large"
+    assert count_predictions(settings) == 0

@@ -1,8 +1,6 @@
 """Decoding uploads: every image a phone or browser makes is accepted, everything else refused."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ from PIL import Image
 
 from leafwatch.errors import InvalidImage
 from leafwatch.model.preprocess import WORK_SIZE, decode_image, to_model_input
+from tests.conftest import png_with_declared_size
 
 LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_pixels": 40_000_000}
 
@@ -18,18 +17,6 @@ def encode(image: Image.Image, fmt: str, **save: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **save)
     return buffer.getvalue()
-
-
-def png_with_declared_size(width: int, height: int) -> bytes:
-    """A PNG header that declares a size, followed by almost no data (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
 @pytest.mark.parametrize(
