@@ -2,9 +2,29 @@
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+_CONTROL = frozenset(chr(code) for code in (*range(32), 127))
+_LINE_BREAKS = frozenset("\t\n\r")
+
+
+def _no_control_characters(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and no id or place name needs a control character.
+    if any(char in _CONTROL for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _no_control_characters_but_line_breaks(value: str) -> str:
+    if any(char in _CONTROL and char not in _LINE_BREAKS for char in value):
+        raise ValueError("must not contain control characters other than tabs and line breaks")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_no_control_characters)]
+MultilineText = Annotated[str, AfterValidator(_no_control_characters_but_line_breaks)]
 
 ClassName = Literal["Healthy", "Stage1", "Stage2", "Stage3", "Stage4", "Stage5", "Stage6"]
 FeedbackSource = Literal["mobile_app", "web", "expert_review"]
@@ -44,7 +64,7 @@ class FeedbackIn(BaseModel):
     feedback_source: FeedbackSource = Field(
         description="Who judged: mobile_app, web or expert_review (which outranks the others)."
     )
-    user_comment: str | None = Field(None, max_length=2000, description="Free text.")
+    user_comment: MultilineText | None = Field(None, max_length=2000, description="Free text.")
     confidence_rating: int | None = Field(
         None, ge=1, le=5, description="How sure the judge is, 1 (guess) to 5 (certain)."
     )

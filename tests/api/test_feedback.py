@@ -109,6 +109,7 @@ def test_stats_of_an_empty_window_have_no_accuracy(client: TestClient) -> None:
         ({"confidence_rating": 0}, 422, "invalid_request"),
         ({"confidence_rating": 6}, 422, "invalid_request"),
         ({"user_comment": "x" * 2001}, 422, "invalid_request"),
+        ({"user_comment": "spots\x00"}, 422, "invalid_request"),
         ({"unexpected": 1}, 422, "invalid_request"),
         ({"is_correct": False, "correct_class_name": "PREDICTED"}, 422, "invalid_feedback"),
         ({"is_correct": True, "correct_class_name": "OTHER"}, 422, "invalid_feedback"),
@@ -123,6 +124,7 @@ def test_stats_of_an_empty_window_have_no_accuracy(client: TestClient) -> None:
         "rating-0",
         "rating-6",
         "long-comment",
+        "nul-in-comment",
         "extra-field",
         "wrong-but-same-class",
         "right-but-other-class",
@@ -164,3 +166,18 @@ def test_a_bad_window_is_refused(client: TestClient, days: str) -> None:
     response = client.get("/api/v1/feedback/stats", params={"days": days})
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_request"
+
+
+def test_a_comment_may_have_line_breaks(client: TestClient) -> None:
+    prediction = predict(client)
+    response = client.post(
+        "/api/v1/feedback/submit",
+        json={
+            "prediction_id": prediction["prediction_id"],
+            "is_correct": True,
+            "feedback_source": "expert_review",
+            "user_comment": "yellow halos\n\tsunken centres",
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["user_comment"] == "yellow halos\n\tsunken centres"

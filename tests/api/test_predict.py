@@ -117,6 +117,8 @@ def test_16_bit_and_exif_rotated_images_are_accepted(client: TestClient) -> None
         (image_bytes("PNG", (20, 20)), {"user_id": ""}, 422, "invalid_request"),
         (image_bytes("PNG", (20, 20)), {"user_id": "u" * 129}, 422, "invalid_request"),
         (image_bytes("PNG", (20, 20)), {"user_location": "x" * 257}, 422, "invalid_request"),
+        (image_bytes("PNG", (20, 20)), {"user_id": "farmer\x00-1"}, 422, "invalid_request"),
+        (image_bytes("PNG", (20, 20)), {"user_location": "Kisumu\n"}, 422, "invalid_request"),
     ],
     ids=[
         "empty",
@@ -129,6 +131,8 @@ def test_16_bit_and_exif_rotated_images_are_accepted(client: TestClient) -> None
         "empty-user-id",
         "long-user-id",
         "long-location",
+        "nul-in-user-id",
+        "newline-in-location",
     ],
 )
 def test_bad_uploads_get_a_clear_4xx_and_store_nothing(

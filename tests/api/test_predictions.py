@@ -48,3 +48,9 @@ def test_a_bad_limit_is_refused(client: TestClient) -> None:
     for limit in ("0", "501", "x"):
         response = client.get("/api/v1/predictions", params={"limit": limit})
         assert response.status_code == 422
+
+
+def test_a_user_filter_with_control_characters_is_refused(client: TestClient) -> None:
+    response = client.get("/api/v1/predictions", params={"user_id": "a\x00b"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"

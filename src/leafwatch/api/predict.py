@@ -9,7 +9,7 @@ from leafwatch.api.deps import RuntimeDep
 from leafwatch.api.errors import ERROR_RESPONSES
 from leafwatch.errors import InvalidImage
 from leafwatch.model.labels import CLASS_NAMES
-from leafwatch.schemas import PredictionOut
+from leafwatch.schemas import PlainText, PredictionOut
 from leafwatch.service.predict import PredictionResult
 
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
@@ -20,10 +20,10 @@ async def predict(
     runtime: RuntimeDep,
     file: Annotated[UploadFile, File(description="A leaf photo: JPEG, PNG or WebP.")],
     user_id: Annotated[
-        str, Form(min_length=1, max_length=128, description="Who asks (app user id).")
+        PlainText, Form(min_length=1, max_length=128, description="Who asks (app user id).")
     ],
     user_location: Annotated[
-        str | None, Form(max_length=256, description="Where the leaf is, free text.")
+        PlainText | None, Form(max_length=256, description="Where the leaf is, free text.")
     ] = None,
 ) -> PredictionOut:
     """Classify a banana-leaf photo as Healthy or a Black Sigatoka stage (Stage1..Stage6)."""

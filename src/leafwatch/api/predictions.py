@@ -9,7 +9,12 @@ from leafwatch.api.deps import SessionDep
 from leafwatch.api.errors import ERROR_RESPONSES
 from leafwatch.api.feedback import feedback_out
 from leafwatch.model.labels import CLASS_NAMES
-from leafwatch.schemas import PredictionPageOut, PredictionRecordOut, PredictionSummaryOut
+from leafwatch.schemas import (
+    PlainText,
+    PredictionPageOut,
+    PredictionRecordOut,
+    PredictionSummaryOut,
+)
 from leafwatch.storage import queries
 
 router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
@@ -45,7 +50,9 @@ def get_prediction(session: SessionDep, prediction_id: uuid.UUID) -> PredictionR
 @router.get("", response_model=PredictionPageOut, responses=ERROR_RESPONSES)
 def list_predictions(
     session: SessionDep,
-    user_id: Annotated[str | None, Query(max_length=128, description="Only this user's.")] = None,
+    user_id: Annotated[
+        PlainText | None, Query(max_length=128, description="Only this user's.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
     cursor: Annotated[
         str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
