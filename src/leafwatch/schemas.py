@@ -10,17 +10,26 @@ _CONTROL = frozenset(chr(code) for code in (*range(32), 127))
 _LINE_BREAKS = frozenset("\t\n\r")
 
 
+def _storable(value: str) -> str:
+    # JSON can carry lone surrogates ("\ud800"), which no database can store as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it has a lone surrogate)") from None
+    return value
+
+
 def _no_control_characters(value: str) -> str:
     # PostgreSQL text cannot hold NUL, and no id or place name needs a control character.
     if any(char in _CONTROL for char in value):
         raise ValueError("must not contain control characters")
-    return value
+    return _storable(value)
 
 
 def _no_control_characters_but_line_breaks(value: str) -> str:
     if any(char in _CONTROL and char not in _LINE_BREAKS for char in value):
         raise ValueError("must not contain control characters other than tabs and line breaks")
-    return value
+    return _storable(value)
 
 
 PlainText = Annotated[str, AfterValidator(_no_control_characters)]
