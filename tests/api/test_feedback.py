@@ -1,5 +1,6 @@
 """Feedback: verdicts are all kept, the authoritative latest one counts, bad input is refused."""
 
+import json
 import uuid
 from typing import Any
 
@@ -146,7 +147,12 @@ def test_bad_feedback_gets_a_clear_4xx_and_stores_nothing(
         body["correct_class_name"] = prediction["predicted_class_name"]
     if body.get("correct_class_name") == "OTHER":
         body["correct_class_name"] = other_class(prediction["predicted_class_name"])
-    response = client.post("/api/v1/feedback/submit", json=body)
+    # json.dumps escapes non-ASCII, so even a lone surrogate reaches the server as JSON text
+    response = client.post(
+        "/api/v1/feedback/submit",
+        content=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == status, response.text
     assert response.json()["error"] == code
     assert response.json()["detail"]
