@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.api.test_feedback import predict
@@ -16,11 +16,15 @@ PNG = image_bytes("PNG", (24, 24))
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(user_id=any_text, location=st.none() | any_text)
+@example(user_id="farmer\x00", location=None)
+@example(user_id="farmer", location="Kisumu\x00")
+@example(user_id="", location=None)
+@example(user_id="caf\u00e9 \U0001f34c", location="\u5317\u4eac")
 def test_any_user_id_or_location_is_answered_without_a_server_error(
     client: TestClient, user_id: str, location: str | None
 ) -> None:
@@ -47,11 +51,14 @@ def test_any_user_id_or_location_is_answered_without_a_server_error(
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(comment=any_text)
+@example(comment="halo\x00")
+@example(comment="halo\ud800")
+@example(comment="line one\nline two\ttab")
 def test_any_comment_is_answered_without_a_server_error(client: TestClient, comment: str) -> None:
     prediction = predict(client)
     body: dict[str, Any] = {
