@@ -3,6 +3,7 @@
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,9 @@ def migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@cache
 def head_revision() -> str:
-    """The newest revision the packaged migrations know."""
+    """The newest revision the packaged migrations know (read once: they ship with the code)."""
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config_for_url("sqlite://")).get_current_head()
