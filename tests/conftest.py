@@ -70,8 +70,12 @@ def image_bytes(
     fmt: str = "JPEG", size: tuple[int, int] = (320, 240), mode: str = "RGB", **save: object
 ) -> bytes:
     """An image of a given format, size and mode, leaf-green where the mode has colour."""
-    colour: object = {"RGB": (60, 140, 50), "RGBA": (60, 140, 50, 200), "CMYK": (80, 0, 90, 40)}
-    image = Image.new(mode, size, colour.get(mode, 128) if isinstance(colour, dict) else 0)
+    colours: dict[str, float | tuple[float, ...]] = {
+        "RGB": (60, 140, 50),
+        "RGBA": (60, 140, 50, 200),
+        "CMYK": (80, 0, 90, 40),
+    }
+    image = Image.new(mode, size, colours.get(mode, 128))
     buffer = io.BytesIO()
     image.save(buffer, fmt, **save)
     return buffer.getvalue()
