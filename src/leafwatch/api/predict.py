@@ -10,7 +10,7 @@ from leafwatch.api.errors import ERROR_RESPONSES
 from leafwatch.errors import InvalidImage
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.schemas import PlainText, PredictionOut
-from leafwatch.service.predict import PredictionResult
+from leafwatch.storage.tables import Prediction
 
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
 
@@ -38,21 +38,18 @@ async def predict(
     result = await run_in_threadpool(
         predictor.predict, data, user_id=user_id, user_location=user_location or None
     )
-    return prediction_out(result)
+    return prediction_out(result.row)
 
 
-def prediction_out(result: PredictionResult) -> PredictionOut:
-    """Shape a prediction result as the API answers it."""
-    row = result.row
+def prediction_out(row: Prediction) -> PredictionOut:
+    """Shape a stored prediction as the API answers it (probabilities as recorded)."""
+    probabilities = row.meta.get("probabilities") or []
     return PredictionOut(
         prediction_id=row.id,
         predicted_class_id=row.predicted_class_id,
         predicted_class_name=row.predicted_class_name,
         confidence=row.confidence,
-        probabilities={
-            name: round(float(p), 6)
-            for name, p in zip(CLASS_NAMES, result.output.probabilities, strict=True)
-        },
+        probabilities=dict(zip(CLASS_NAMES, probabilities, strict=False)),
         model_name=row.model_name,
         model_version=row.model_version,
         inference_time_ms=row.inference_time_ms,

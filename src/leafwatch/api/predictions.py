@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from leafwatch.api.deps import SessionDep
 from leafwatch.api.errors import ERROR_RESPONSES
 from leafwatch.api.feedback import feedback_out
-from leafwatch.model.labels import CLASS_NAMES
+from leafwatch.api.predict import prediction_out
 from leafwatch.schemas import (
     PlainText,
     PredictionPageOut,
@@ -25,17 +25,8 @@ def get_prediction(session: SessionDep, prediction_id: uuid.UUID) -> PredictionR
     """One prediction with its image facts and every verdict on it."""
     row = queries.get_prediction(session, prediction_id=prediction_id)
     verdicts = queries.feedback_for(session, prediction_id=prediction_id)
-    probabilities = row.meta.get("probabilities") or []
     return PredictionRecordOut(
-        prediction_id=row.id,
-        predicted_class_id=row.predicted_class_id,
-        predicted_class_name=row.predicted_class_name,
-        confidence=row.confidence,
-        probabilities=dict(zip(CLASS_NAMES, probabilities, strict=False)),
-        model_name=row.model_name,
-        model_version=row.model_version,
-        inference_time_ms=row.inference_time_ms,
-        timestamp=row.timestamp,
+        **prediction_out(row).model_dump(),
         user_id=row.user_id,
         user_location=row.user_location,
         image_hash=row.image_hash,

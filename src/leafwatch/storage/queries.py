@@ -181,11 +181,10 @@ def record_model_version(
 ) -> None:
     """Note that this process serves a model version (insert once, then bump last_served_at)."""
     now = utcnow()
-    existing = session.scalar(
-        select(ModelVersion).where(
-            ModelVersion.model_name == model_name, ModelVersion.version == version
-        )
+    query = select(ModelVersion).where(
+        ModelVersion.model_name == model_name, ModelVersion.version == version
     )
+    existing = session.scalar(query)
     if existing is None:
         session.add(
             ModelVersion(
@@ -199,18 +198,12 @@ def record_model_version(
         )
         try:
             session.commit()
+            return
         except IntegrityError:  # another worker registered it first
             session.rollback()
-        else:
-            return
-        existing = session.scalar(
-            select(ModelVersion).where(
-                ModelVersion.model_name == model_name, ModelVersion.version == version
-            )
-        )
-    if existing is not None:
-        existing.last_served_at = now
-        session.commit()
+            existing = session.scalars(query).one()
+    existing.last_served_at = now
+    session.commit()
 
 
 def _encode_cursor(timestamp: datetime, row_id: uuid.UUID) -> str:
