@@ -1,20 +1,16 @@
 """The README tells the truth: its curl example works as written, its settings table is complete."""
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from leafwatch.config import Settings
+from tests.servers import leafwatch_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -31,41 +27,11 @@ def test_the_settings_table_lists_every_setting() -> None:
     assert documented == {name.upper() for name in Settings.model_fields}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     """`leafwatch serve` on a free port, with the embedded defaults under a temporary folder."""
-    port = free_port()
-    env = {**os.environ, "LEAFWATCH_VAR_DIR": str(tmp_path / "var")}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "leafwatch", "serve", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"leafwatch serve did not start: {log.read_text()}")
-            time.sleep(0.2)
+    with leafwatch_serve(tmp_path) as (url, _process):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the README example uses curl")

@@ -1,0 +1,58 @@
+"""Real servers for tests: `leafwatch serve` on a free 127.0.0.1 port, stopped afterwards."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def leafwatch_serve(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run `leafwatch serve` with its var dir under `workdir` until the block ends."""
+    port = free_port()
+    environment = {**os.environ, "LEAFWATCH_VAR_DIR": str(workdir / "var"), **(env or {})}
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = workdir / f"serve-{port}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "leafwatch", "serve", "--port", str(port), *args],
+            env=environment,
+            cwd=workdir,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"leafwatch serve did not start: {log.read_text()}")
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
