@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck pytest postgres bench clean
+.PHONY: run test lint typecheck pytest postgres tools bench clean
 
 run: $(RUN_STAMP)
 	$(BIN)/leafwatch serve
 
-test: $(TEST_STAMP) postgres lint typecheck pytest
+test: $(TEST_STAMP) postgres tools lint typecheck pytest
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -19,11 +19,15 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-pytest: $(TEST_STAMP) postgres
+pytest: $(TEST_STAMP) postgres tools
 	$(BIN)/pytest
 
 postgres:
 	@scripts/ensure-postgres.sh
+
+# promtool and amtool: the tests check metrics, rules and routing with the real tools.
+tools:
+	@scripts/ensure-tools.sh
 
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/predict.py

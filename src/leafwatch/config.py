@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "banana_sigatoka_detector"
@@ -44,6 +44,23 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `leafwatch serve` binds to.")
     port: Annotated[int, Field(gt=0, lt=65536)] = Field(8000, description="Port to serve on.")
     workers: Annotated[int, Field(ge=1)] = Field(1, description="Server processes.")
+    metrics_dir: Path | None = Field(
+        None,
+        description="With several workers: where their metrics meet (PROMETHEUS_MULTIPROC_DIR); "
+        "default var_dir/metrics, emptied at start.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token /metrics requires; unset: /metrics is open."
+    )
+    metrics_token_file: Path | None = Field(
+        None, description="File holding the /metrics bearer token (instead of metrics_token)."
+    )
+    metrics_cache_seconds: Annotated[float, Field(ge=0)] = Field(
+        30.0, description="How long figures computed from the database (accuracy) are reused."
+    )
+    error_rate_window_seconds: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="Window of api_error_rate, in seconds."
+    )
 
     def resolved_database_url(self) -> str:
         """Return the database URL, the SQLite default included."""
@@ -56,6 +73,16 @@ class Settings(BaseSettings):
     def resolved_model_dir(self) -> Path:
         """Return the local model registry directory."""
         return self.model_dir or self.var_dir / "models"
+
+    def resolved_metrics_dir(self) -> Path:
+        """Return the directory the workers' metrics files go to."""
+        return self.metrics_dir or self.var_dir / "metrics"
+
+    def resolved_metrics_token(self) -> str | None:
+        """Return the /metrics bearer token, read from its file when one is given."""
+        if self.metrics_token_file is not None:
+            return self.metrics_token_file.read_text(encoding="utf-8").strip() or None
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
 
     def should_migrate_on_start(self) -> bool:
         """Whether to apply migrations when the app starts."""

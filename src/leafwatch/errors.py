@@ -9,6 +9,7 @@ class LeafWatchError(Exception):
 
     code = "error"
     status_code = HTTPStatus.BAD_REQUEST
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail)
@@ -64,8 +65,19 @@ class ModelNotReady(LeafWatchError):
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+class Unauthorized(LeafWatchError):
+    """A request without the credentials the endpoint requires."""
+
+    code = "unauthorized"
+    status_code = HTTPStatus.UNAUTHORIZED
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
 class ModelRegistryError(LeafWatchError):
     """A registry operation that cannot be done (unknown version, nothing to roll back to)."""
 
     code = "model_registry_error"
     status_code = HTTPStatus.CONFLICT
+
+
+INVALID_IMAGE_CODES = tuple(InvalidImage.STATUS_BY_CODE)

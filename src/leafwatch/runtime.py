@@ -1,16 +1,29 @@
 """What a running LeafWatch process holds: database, image store, registry and the loaded model."""
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from leafwatch.config import Settings
 from leafwatch.errors import ModelNotReady
 from leafwatch.model.classifier import OnnxClassifier
 from leafwatch.model.registry import LocalModelRegistry
+from leafwatch.observe import metrics as names
+from leafwatch.observe.exposition import (
+    AccuracyCache,
+    Exposition,
+    FunctionCollector,
+    multiprocess_dir,
+)
+from leafwatch.observe.metrics import Metrics
 from leafwatch.service.predict import Predictor
 from leafwatch.storage import db, queries
 from leafwatch.storage.images import LocalImageStore
@@ -23,6 +36,8 @@ class Runtime:
     """The process's live parts, built by `open_runtime` and closed by `close`."""
 
     settings: Settings
+    metrics: Metrics
+    exposition: Exposition
     engine: Engine
     sessions: sessionmaker[Session]
     images: LocalImageStore
@@ -52,20 +67,56 @@ class Runtime:
         self.engine.dispose()
 
 
-def open_runtime(settings: Settings) -> Runtime:
+def open_runtime(settings: Settings, metrics: Metrics) -> Runtime:
     """Connect the database (migrating if configured), open the store and load the model."""
     engine = db.make_engine(settings.resolved_database_url())
     if settings.should_migrate_on_start():
         db.upgrade(engine)
     runtime = Runtime(
         settings=settings,
+        metrics=metrics,
+        exposition=Exposition(
+            metrics,
+            directory=multiprocess_dir(),
+            error_rate_window_s=settings.error_rate_window_seconds,
+        ),
         engine=engine,
         sessions=db.make_sessionmaker(engine),
         images=LocalImageStore(settings.resolved_image_dir()),
         registry=LocalModelRegistry(settings.resolved_model_dir(), settings.model_name),
     )
+    runtime.exposition.extra.extend(scrape_figures(runtime))
     load_model(runtime)
     return runtime
+
+
+def scrape_figures(runtime: Runtime) -> list[Collector]:
+    """Figures /metrics computes when scraped: the loaded model, and accuracy from feedback."""
+
+    def model() -> Sequence[Metric]:
+        classifier = runtime.classifier
+        if classifier is None:
+            return names.model_families(runtime.settings.model_name, None)
+        return names.model_families(classifier.name, classifier.version)
+
+    def compute_accuracy(as_of: float) -> list[queries.VersionAccuracy]:
+        with runtime.sessions() as session:
+            return queries.accuracy_by_version(
+                session,
+                as_of=datetime.fromtimestamp(as_of, UTC),
+                windows=names.ACCURACY_WINDOWS,
+            )
+
+    cache = AccuracyCache(compute_accuracy, period_s=runtime.settings.metrics_cache_seconds)
+
+    def accuracy() -> Sequence[Metric]:
+        try:
+            return names.accuracy_families(cache.figures())
+        except SQLAlchemyError:  # a scrape still answers; readiness reports the database
+            log.warning("accuracy figures skipped: the database could not be read", exc_info=True)
+            return []
+
+    return [FunctionCollector(model), FunctionCollector(accuracy)]
 
 
 def load_model(runtime: Runtime) -> None:
@@ -80,6 +131,7 @@ def load_model(runtime: Runtime) -> None:
             threads=runtime.settings.inference_threads,
         )
         runtime.model_error = None
+        runtime.metrics.prepare_model(info.version)
     except Exception as exc:  # a broken model file must not take the whole service down
         runtime.classifier = None
         runtime.model_error = f"{type(exc).__name__}: {exc}"

@@ -37,7 +37,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(LeafWatchError)
     async def _domain(_request: Request, exc: LeafWatchError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.detail), status_code=int(exc.status_code))
+        return JSONResponse(
+            error_body(exc.code, exc.detail),
+            status_code=int(exc.status_code),
+            headers=exc.headers or None,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from leafwatch.api.deps import SessionDep
+from leafwatch.api.deps import RuntimeDep, SessionDep
 from leafwatch.api.errors import ERROR_RESPONSES
 from leafwatch.schemas import ClassStatsOut, FeedbackIn, FeedbackOut, FeedbackStatsOut
 from leafwatch.service.feedback import submit_feedback
@@ -16,9 +16,11 @@ router = APIRouter(prefix="/api/v1/feedback", tags=["feedback"])
 
 
 @router.post("/submit", response_model=FeedbackOut, status_code=201, responses=ERROR_RESPONSES)
-def submit(session: SessionDep, body: FeedbackIn) -> FeedbackOut:
+def submit(runtime: RuntimeDep, session: SessionDep, body: FeedbackIn) -> FeedbackOut:
     """Record whether a prediction was right; every verdict is kept."""
-    return feedback_out(submit_feedback(session, body=body))
+    row = submit_feedback(session, body=body)
+    runtime.metrics.record_feedback(is_correct=row.is_correct, feedback_source=row.feedback_source)
+    return feedback_out(row)
 
 
 @router.get("/stats", response_model=FeedbackStatsOut, responses=ERROR_RESPONSES)

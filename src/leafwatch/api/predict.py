@@ -28,17 +28,29 @@ async def predict(
 ) -> PredictionOut:
     """Classify a banana-leaf photo as Healthy or a Black Sigatoka stage (Stage1..Stage6)."""
     predictor = runtime.predictor()
-    # Read one byte past the limit: enough to know the file is too large without reading it all.
-    data = await file.read(predictor.max_bytes + 1)
-    if len(data) > predictor.max_bytes:
-        raise InvalidImage(
-            "file_too_large",
-            f"the uploaded file is larger than the limit of {predictor.max_bytes} bytes",
+    metrics = runtime.metrics
+    try:
+        # Read one byte past the limit: enough to know the file is too large without reading it.
+        data = await file.read(predictor.max_bytes + 1)
+        if len(data) > predictor.max_bytes:
+            raise InvalidImage(
+                "file_too_large",
+                f"the uploaded file is larger than the limit of {predictor.max_bytes} bytes",
+            )
+        result = await run_in_threadpool(
+            predictor.predict, data, user_id=user_id, user_location=user_location or None
         )
-    result = await run_in_threadpool(
-        predictor.predict, data, user_id=user_id, user_location=user_location or None
+    except InvalidImage as exc:
+        metrics.rejected_uploads.labels(reason=exc.code).inc()
+        raise
+    row = result.row
+    metrics.record_prediction(
+        model_version=row.model_version,
+        predicted_class=row.predicted_class_name,
+        confidence=row.confidence,
+        inference_s=result.inference_s,
     )
-    return prediction_out(result.row)
+    return prediction_out(row)
 
 
 def prediction_out(row: Prediction) -> PredictionOut:

@@ -1,6 +1,8 @@
 """`leafwatch`: serve the API, manage the database and the models, make data."""
 
 import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -40,14 +42,23 @@ def serve(
     """Serve the API with uvicorn (settings from LEAFWATCH_* variables)."""
     import uvicorn
 
+    from leafwatch.observe.exposition import MULTIPROC_ENV, reset_multiprocess_dir
+
     settings = Settings()
+    workers = workers or settings.workers
+    if workers > 1:
+        # prometheus_client's multiprocess mode: each worker writes its metrics to files in this
+        # directory and /metrics adds them up. The variable must be set before workers start.
+        directory = Path(os.environ.get(MULTIPROC_ENV) or settings.resolved_metrics_dir())
+        reset_multiprocess_dir(directory)
+        os.environ[MULTIPROC_ENV] = str(directory.resolve())
     # Each worker builds its own app from the environment, so the factory takes no arguments.
     uvicorn.run(
         "leafwatch.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=workers,
         reload=reload,
     )
 

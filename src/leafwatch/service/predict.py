@@ -21,6 +21,7 @@ class PredictionResult:
 
     row: Prediction
     output: ClassifierOutput
+    inference_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class Predictor:
             decoded = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
             started = time.perf_counter()
             output = self.classifier.predict(decoded.image)
-            inference_ms = (time.perf_counter() - started) * 1000.0
+            inference_s = time.perf_counter() - started
         except BaseException:
             _discard(staging)
             raise
@@ -63,7 +64,7 @@ class Predictor:
             confidence=output.confidence,
             model_version=self.classifier.version,
             model_name=self.classifier.name,
-            inference_time_ms=round(inference_ms, 3),
+            inference_time_ms=round(inference_s * 1000.0, 3),
             timestamp=utcnow(),
             meta={
                 "image_format": decoded.format,
@@ -72,7 +73,7 @@ class Predictor:
         )
         with self.sessions() as session:
             queries.add(session, row=row)
-        return PredictionResult(row=row, output=output)
+        return PredictionResult(row=row, output=output, inference_s=inference_s)
 
 
 def _discard(staging: Future[StagedImage]) -> None:

@@ -5,7 +5,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, case, func, or_, select
@@ -67,13 +67,16 @@ def feedback_for(session: Session, *, prediction_id: uuid.UUID) -> list[Feedback
     return list(session.scalars(query))
 
 
-def effective_verdicts() -> Select[Any]:
-    """Subquery source: the one verdict that counts per prediction (see SOURCE_AUTHORITY)."""
+def effective_verdicts(*, given_by: datetime | None = None) -> Select[Any]:
+    """Subquery source: the one verdict that counts per prediction (see SOURCE_AUTHORITY).
+
+    With `given_by`, only verdicts given at or before that time count.
+    """
     authority = case(
         *((Feedback.feedback_source == source, rank) for source, rank in SOURCE_AUTHORITY.items()),
         else_=0,
     )
-    ranked = select(
+    ranked_query = select(
         Feedback.prediction_id,
         Feedback.is_correct,
         Feedback.correct_class_id,
@@ -83,7 +86,10 @@ def effective_verdicts() -> Select[Any]:
             order_by=(authority.desc(), Feedback.timestamp.desc(), Feedback.id.desc()),
         )
         .label("rank"),
-    ).subquery("ranked_feedback")
+    )
+    if given_by is not None:
+        ranked_query = ranked_query.where(Feedback.timestamp <= given_by)
+    ranked = ranked_query.subquery("ranked_feedback")
     return select(ranked.c.prediction_id, ranked.c.is_correct, ranked.c.correct_class_id).where(
         ranked.c.rank == 1
     )
@@ -174,6 +180,50 @@ def feedback_stats(session: Session, *, since: datetime) -> FeedbackStats:
         stats.feedback_by_source[source] = count
         stats.total_feedback += count
     return stats
+
+
+@dataclass(frozen=True, slots=True)
+class VersionAccuracy:
+    """Verdicts on one model version's predictions over one window."""
+
+    model_version: str
+    window: str
+    reviewed: int
+    correct: int
+
+
+def accuracy_by_version(
+    session: Session, *, as_of: datetime, windows: dict[str, timedelta]
+) -> list[VersionAccuracy]:
+    """For each window ending at `as_of`, reviewed and correct predictions per model version.
+
+    A version appears, with every window, when it has a verdict in the longest window.
+    Predictions made in the window count, each judged by its effective verdict given by `as_of`;
+    one query computes every window.
+    """
+    verdicts = effective_verdicts(given_by=as_of).subquery("verdicts")
+    correct = case((verdicts.c.is_correct, 1), else_=0)
+    columns = []
+    for length in windows.values():
+        inside = Prediction.timestamp >= as_of - length
+        columns += [
+            func.coalesce(func.sum(case((inside, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((inside, correct), else_=0)), 0),
+        ]
+    query = (
+        select(Prediction.model_version, *columns)
+        .select_from(Prediction)
+        .join(verdicts, verdicts.c.prediction_id == Prediction.id)
+        .where(Prediction.timestamp >= as_of - max(windows.values()), Prediction.timestamp < as_of)
+        .group_by(Prediction.model_version)
+        .order_by(Prediction.model_version)
+    )
+    figures = []
+    for version, *counts in session.execute(query):
+        for index, name in enumerate(windows):
+            reviewed, right = int(counts[2 * index]), int(counts[2 * index + 1])
+            figures.append(VersionAccuracy(version, name, reviewed, right))
+    return figures
 
 
 def record_model_version(

@@ -1,0 +1,1 @@
+"""Observability: metrics, and the middleware that feeds them."""

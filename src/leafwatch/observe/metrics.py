@@ -1,0 +1,181 @@
+"""Every LeafWatch metric: its name, help text and labels, on a registry passed in.
+
+Alert rules and dashboards use only the names defined here. Instruments (counters, histograms,
+gauges) are updated as things happen; the `*_family` functions build the figures computed at
+scrape time (from the database, the loaded model, the counters' recent history).
+"""
+
+import platform
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from importlib.metadata import version as package_version
+from typing import get_args
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from leafwatch import __version__
+from leafwatch.errors import INVALID_IMAGE_CODES
+from leafwatch.model.labels import CLASS_NAMES
+from leafwatch.schemas import FeedbackSource
+from leafwatch.storage.queries import VersionAccuracy
+
+# They bracket the latency objectives (docs/slo.md): a bucket edge on each threshold an SLO or an
+# alert uses, so `histogram_quantile` and good/total ratios are exact there, not interpolated.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+ACCURACY_WINDOWS = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+}
+
+API_ERROR_RATE = "api_error_rate"
+MODEL_ACCURACY = "model_accuracy"
+MODEL_ACCURACY_FEEDBACK = "model_accuracy_feedback_count"
+MODEL_INFO = "model_info"
+MODEL_LOADED = "model_loaded"
+BUILD_INFO = "leafwatch_build_info"
+
+
+class Metrics:
+    """LeafWatch's instruments, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "api_requests_total",
+            "HTTP requests answered, by method, route template and status (499: client left).",
+            ["method", "endpoint", "status"],
+            registry=registry,
+        )
+        self.request_latency = Histogram(
+            "api_request_latency_seconds",
+            "Time from request to the last byte of the answer, background tasks excluded.",
+            ["method", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.active_requests = Gauge(
+            "api_active_requests",
+            "Requests being answered now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.predictions = Counter(
+            "model_predictions_total",
+            "Predictions made, by model version and predicted class.",
+            ["model_version", "predicted_class"],
+            registry=registry,
+        )
+        self.inference_latency = Histogram(
+            "model_inference_latency_seconds",
+            "Time the model takes for one image (decode and storage excluded).",
+            ["model_version"],
+            buckets=INFERENCE_BUCKETS,
+            registry=registry,
+        )
+        self.confidence = Histogram(
+            "model_prediction_confidence",
+            "Probability the model gave its predicted class, by model version and class.",
+            ["model_version", "predicted_class"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        )
+        self.feedback = Counter(
+            "feedback_submissions_total",
+            "Verdicts received on predictions, by correctness and source.",
+            ["is_correct", "feedback_source"],
+            registry=registry,
+        )
+        self.rejected_uploads = Counter(
+            "api_rejected_uploads_total",
+            "Uploads refused before reaching the model, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        # Zero-valued series from the start, so rate() and increase() see the first event.
+        for reason in INVALID_IMAGE_CODES:
+            self.rejected_uploads.labels(reason=reason)
+        for is_correct in ("true", "false"):
+            for source in get_args(FeedbackSource):
+                self.feedback.labels(is_correct=is_correct, feedback_source=source)
+
+    def prepare_model(self, model_version: str) -> None:
+        """Create a model version's series at zero, before its first prediction."""
+        self.inference_latency.labels(model_version=model_version)
+        for name in CLASS_NAMES:
+            self.predictions.labels(model_version=model_version, predicted_class=name)
+
+    def record_prediction(
+        self, *, model_version: str, predicted_class: str, confidence: float, inference_s: float
+    ) -> None:
+        """Count one prediction and observe its inference time and confidence."""
+        labels = {"model_version": model_version, "predicted_class": predicted_class}
+        self.predictions.labels(**labels).inc()
+        self.confidence.labels(**labels).observe(confidence)
+        self.inference_latency.labels(model_version=model_version).observe(inference_s)
+
+    def record_feedback(self, *, is_correct: bool, feedback_source: str) -> None:
+        """Count one verdict."""
+        label = "true" if is_correct else "false"
+        self.feedback.labels(is_correct=label, feedback_source=feedback_source).inc()
+
+
+def error_rate_family(rates: Mapping[str, float]) -> GaugeMetricFamily:
+    """`api_error_rate{endpoint}`: share of answers that were 5xx over the recent window."""
+    family = GaugeMetricFamily(
+        API_ERROR_RATE,
+        "Share of answers with a 5xx status over the recent window (0 without requests in it).",
+        labels=["endpoint"],
+    )
+    for endpoint, rate in sorted(rates.items()):
+        family.add_metric([endpoint], rate)
+    return family
+
+
+def accuracy_families(figures: Iterable[VersionAccuracy]) -> list[GaugeMetricFamily]:
+    """`model_accuracy` and the number of reviewed predictions behind each figure."""
+    accuracy = GaugeMetricFamily(
+        MODEL_ACCURACY,
+        "Share of reviewed predictions that were right, over predictions made in the window.",
+        labels=["model_version", "time_window"],
+    )
+    count = GaugeMetricFamily(
+        MODEL_ACCURACY_FEEDBACK,
+        "Reviewed predictions (one effective verdict each) behind model_accuracy.",
+        labels=["model_version", "time_window"],
+    )
+    for figure in figures:
+        labels = [figure.model_version, figure.window]
+        count.add_metric(labels, figure.reviewed)
+        if figure.reviewed:
+            accuracy.add_metric(labels, figure.correct / figure.reviewed)
+    return [accuracy, count]
+
+
+def model_families(model_name: str, model_version: str | None) -> list[GaugeMetricFamily]:
+    """`model_info` for the loaded model (absent when none is) and `model_loaded` as 0 or 1."""
+    info = GaugeMetricFamily(
+        MODEL_INFO,
+        "The model this process serves (value 1).",
+        labels=["model_name", "model_version"],
+    )
+    if model_version is not None:
+        info.add_metric([model_name, model_version], 1)
+    loaded = GaugeMetricFamily(MODEL_LOADED, "1 when a model is loaded and serving, else 0.")
+    loaded.add_metric([], 1 if model_version is not None else 0)
+    return [info, loaded]
+
+
+def build_info_family() -> GaugeMetricFamily:
+    """`leafwatch_build_info`: versions of LeafWatch and of what it runs on (value 1)."""
+    family = GaugeMetricFamily(
+        BUILD_INFO,
+        "LeafWatch build (value 1): its version, Python's and ONNX Runtime's.",
+        labels=["version", "python_version", "onnxruntime_version"],
+    )
+    family.add_metric([__version__, platform.python_version(), package_version("onnxruntime")], 1)
+    return family
