@@ -128,3 +128,13 @@ def move_verdicts_back(settings: Settings, age: timedelta) -> None:
     with engine.begin() as connection:
         connection.execute(update(Feedback).values(timestamp=utcnow() - age))
     engine.dispose()
+
+
+def test_a_scrape_still_answers_when_the_database_is_down(tmp_path: Path) -> None:
+    nowhere = "postgresql+psycopg://postgres@127.0.0.1:9/leafwatch?connect_timeout=2"
+    settings = Settings(var_dir=tmp_path / "var", database_url=nowhere, migrate_on_start=False)
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert total(response.text, "model_loaded") == 1
+    assert "model_accuracy_feedback_count" not in response.text

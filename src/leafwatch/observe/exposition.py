@@ -128,10 +128,8 @@ class ErrorRateWindow:
 def _totals_by_endpoint(families: Iterable[Metric]) -> dict[str, tuple[float, float]]:
     totals: dict[str, tuple[float, float]] = {}
     for family in families:
-        if family.name != "api_requests":
-            continue
         for sample in family.samples:
-            if sample.name != "api_requests_total":
+            if sample.name != names.API_REQUESTS:
                 continue
             endpoint = sample.labels["endpoint"]
             total, errors = totals.get(endpoint, (0.0, 0.0))

@@ -32,6 +32,7 @@ ACCURACY_WINDOWS = {
     "7d": timedelta(days=7),
 }
 
+API_REQUESTS = "api_requests_total"
 API_ERROR_RATE = "api_error_rate"
 MODEL_ACCURACY = "model_accuracy"
 MODEL_ACCURACY_FEEDBACK = "model_accuracy_feedback_count"
@@ -46,7 +47,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "api_requests_total",
+            API_REQUESTS,
             "HTTP requests answered, by method, route template and status (499: client left).",
             ["method", "endpoint", "status"],
             registry=registry,
