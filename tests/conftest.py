@@ -20,6 +20,12 @@ from leafwatch.config import Settings
 PG_ADMIN_DSN = os.environ.get("LEAFWATCH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+@pytest.fixture(autouse=True)
+def _logs_under_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every app a test builds logs to its own temporary file, not to the checkout's logs/."""
+    monkeypatch.setenv("LEAFWATCH_LOG_FILE", str(tmp_path / "logs" / "app.log"))
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from starlette.types import ASGIApp
 
 
 def free_port() -> int:
@@ -56,3 +57,28 @@ def leafwatch_serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def uvicorn_thread(app: ASGIApp) -> Iterator[str]:
+    """Serve an app object with a real uvicorn in a thread (for apps a test has added routes to)."""
+    import threading
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise AssertionError("uvicorn did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -13,25 +13,32 @@ from leafwatch.api import metrics as metrics_route
 from leafwatch.api.errors import install_error_handlers
 from leafwatch.config import Settings
 from leafwatch.observe.exposition import instrument_registry, mark_dead, multiprocess_dir
+from leafwatch.observe.logs import configure_logging
 from leafwatch.observe.metrics import Metrics
-from leafwatch.observe.middleware import MetricsMiddleware
+from leafwatch.observe.middleware import ObserveMiddleware, no_exemplar, trace_exemplar
+from leafwatch.observe.tracing import instrument_app, make_tracer_provider, start_export
 from leafwatch.runtime import open_runtime
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the LeafWatch app; the lifespan opens the database and loads the model."""
+    """Build the LeafWatch app; the lifespan opens the database, the model and the exporter."""
     settings = settings or Settings()
+    configure_logging(settings)
     directory = multiprocess_dir()
     metrics = Metrics(instrument_registry(multiprocess=directory is not None))
+    # Each worker process builds its own app, so each has its own provider and export thread.
+    tracer_provider = make_tracer_provider(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await run_in_threadpool(open_runtime, settings, metrics)
+        start_export(tracer_provider, settings)
+        runtime = await run_in_threadpool(open_runtime, settings, metrics, tracer_provider)
         app.state.runtime = runtime
         try:
             yield
         finally:
             runtime.close()
+            tracer_provider.shutdown()  # sends the spans still queued
             if directory is not None:
                 mark_dead(os.getpid(), directory)
 
@@ -46,5 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(metrics_route.router)
     # Added last, so it wraps every other middleware: it sees every request and every failure.
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(
+        ObserveMiddleware,
+        metrics=metrics,
+        log_requests=settings.access_log,
+        # An exemplar is worth having only if its trace can be found: when spans are exported.
+        exemplar=trace_exemplar if settings.otlp_endpoint else no_exemplar,
+    )
+    # The request's span wraps everything above, so the access line and exemplar belong to it.
+    instrument_app(app, tracer_provider)
     return app

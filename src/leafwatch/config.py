@@ -1,7 +1,7 @@
 """LeafWatch's one settings object, read from LEAFWATCH_* environment variables."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +60,28 @@ class Settings(BaseSettings):
     )
     error_rate_window_seconds: Annotated[float, Field(gt=0)] = Field(
         300.0, description="Window of api_error_rate, in seconds."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level logged."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Stdout format; auto: readable on a terminal, JSON lines otherwise."
+    )
+    log_file: str = Field(
+        "logs/app.log", description="JSON-lines log file (rotated by size); empty: no file."
+    )
+    log_file_max_bytes: Annotated[int, Field(gt=0)] = Field(
+        10 * 1024 * 1024, description="Size at which the log file is rotated."
+    )
+    log_file_backups: Annotated[int, Field(ge=0)] = Field(5, description="Rotated log files kept.")
+    access_log: bool = Field(True, description="One log line per request.")
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces endpoint, e.g. http://jaeger:4318/v1/traces; "
+        "unset: no export (ids still go to the logs).",
+    )
+    trace_sample_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        1.0, description="Share of new traces recorded (a parent's decision is followed)."
     )
 
     def resolved_database_url(self) -> str:

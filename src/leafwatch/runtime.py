@@ -1,11 +1,13 @@
 """What a running LeafWatch process holds: database, image store, registry and the loaded model."""
 
-import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
@@ -24,11 +26,12 @@ from leafwatch.observe.exposition import (
     multiprocess_dir,
 )
 from leafwatch.observe.metrics import Metrics
+from leafwatch.observe.tracing import instrument_engine
 from leafwatch.service.predict import Predictor
 from leafwatch.storage import db, queries
 from leafwatch.storage.images import LocalImageStore
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Runtime:
 
     settings: Settings
     metrics: Metrics
+    tracer: Tracer
     exposition: Exposition
     engine: Engine
     sessions: sessionmaker[Session]
@@ -57,6 +61,7 @@ class Runtime:
             images=self.images,
             sessions=self.sessions,
             io=self.io,
+            tracer=self.tracer,
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_image_pixels,
         )
@@ -67,14 +72,16 @@ class Runtime:
         self.engine.dispose()
 
 
-def open_runtime(settings: Settings, metrics: Metrics) -> Runtime:
+def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerProvider) -> Runtime:
     """Connect the database (migrating if configured), open the store and load the model."""
     engine = db.make_engine(settings.resolved_database_url())
+    instrument_engine(engine, tracer_provider)
     if settings.should_migrate_on_start():
         db.upgrade(engine)
     runtime = Runtime(
         settings=settings,
         metrics=metrics,
+        tracer=tracer_provider.get_tracer("leafwatch"),
         exposition=Exposition(
             metrics,
             directory=multiprocess_dir(),
@@ -135,7 +142,7 @@ def load_model(runtime: Runtime) -> None:
     except Exception as exc:  # a broken model file must not take the whole service down
         runtime.classifier = None
         runtime.model_error = f"{type(exc).__name__}: {exc}"
-        log.exception("model could not be loaded")
+        log.exception("model could not be loaded", model_name=runtime.settings.model_name)
         return
     try:
         with runtime.sessions() as session:
@@ -147,4 +154,4 @@ def load_model(runtime: Runtime) -> None:
                 card=info.card,
             )
     except Exception:  # the model serves without the database; readiness reports the database
-        log.exception("could not record the served model version")
+        log.exception("could not record the served model version", model_version=info.version)

@@ -16,17 +16,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from starlette.background import BackgroundTask
-from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leafwatch.app import create_app
 from leafwatch.config import Settings
 from leafwatch.observe.metrics import Metrics
-from leafwatch.observe.middleware import MetricsMiddleware
+from leafwatch.observe.middleware import ObserveMiddleware, no_exemplar, trace_exemplar
 from tests.conftest import image_bytes
 from tests.scrape import series, total
 from tests.servers import leafwatch_serve
@@ -103,9 +102,9 @@ def test_background_tasks_are_not_request_latency(app: FastAPI, client: TestClie
     assert total(text, "api_request_latency_seconds_sum", endpoint="/later") < 0.25
 
 
-def instrumented(inner: ASGIApp) -> tuple[MetricsMiddleware, Metrics]:
+def instrumented(inner: ASGIApp) -> tuple[ObserveMiddleware, Metrics]:
     metrics = Metrics(CollectorRegistry())
-    return MetricsMiddleware(inner, metrics=metrics), metrics
+    return ObserveMiddleware(inner, metrics=metrics), metrics
 
 
 def run_exchange(app: ASGIApp, messages: list[Message], method: str = "GET") -> list[Message]:
@@ -202,46 +201,40 @@ def test_real_clients_hanging_up_count_as_499(tmp_path: Path) -> None:
         assert total(text, "api_active_requests") == 1  # the scrape itself
 
 
-class SpanAround:
-    """Stands for the tracing middleware inside the metrics one: a span per request."""
+def traced(inner: ASGIApp, provider: TracerProvider) -> ASGIApp:
+    """Stands for the tracing middleware outside this one: a span around the whole exchange."""
+    tracer = provider.get_tracer("test")
 
-    def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
-        self.app = app
-        self.tracer = tracer
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        with tracer.start_as_current_span("request"):
+            await inner(scope, receive, send)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with self.tracer.start_as_current_span("request"):
-            await self.app(scope, receive, send)
-
-
-def traced_app(tmp_path: Path, provider: TracerProvider) -> FastAPI:
-    app = create_app(Settings(var_dir=tmp_path / "var"))
-    # Innermost, as the tracing middleware will be: appended after the metrics middleware.
-    app.user_middleware.append(Middleware(SpanAround, tracer=provider.get_tracer("test")))
     return app
 
 
-def test_openmetrics_scrapes_carry_the_trace_id_as_exemplar(tmp_path: Path) -> None:
+def exposition_of(metrics: Metrics) -> str:
+    return openmetrics_latest(metrics.registry).decode()
+
+
+def test_a_sampled_trace_id_becomes_the_latency_exemplar() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with TestClient(traced_app(tmp_path, provider)) as client:
-        client.get("/health")
-        response = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
-    assert response.headers["content-type"].startswith("application/openmetrics-text")
-    assert response.text.rstrip().endswith("# EOF")
-    health_trace = format(exporter.get_finished_spans()[0].context.trace_id, "032x")
-    line = next(
-        line
-        for line in response.text.splitlines()
-        if line.startswith("api_request_latency_seconds_bucket") and 'endpoint="/health"' in line
-        if "#" in line
-    )
-    assert re.search(r'# \{trace_id="([0-9a-f]{32})"\}', line)[1] == health_trace  # type: ignore[index]
+    metrics = Metrics(CollectorRegistry())
+    app = traced(ObserveMiddleware(slow_answer, metrics=metrics, exemplar=trace_exemplar), provider)
+    run_exchange(app, [{"type": "http.request", "body": b"", "more_body": False}])
+    trace_id = format(exporter.get_finished_spans()[0].context.trace_id, "032x")
+    text = exposition_of(metrics)
+    exemplars = re.findall(r'# \{trace_id="([0-9a-f]{32})"\}', text)
+    assert exemplars == [trace_id]
 
 
-def test_unsampled_traces_give_no_exemplar(tmp_path: Path) -> None:
-    with TestClient(traced_app(tmp_path, TracerProvider(sampler=ALWAYS_OFF))) as client:
-        client.get("/health")
-        text = client.get("/metrics", headers={"Accept": "application/openmetrics-text"}).text
-    assert "trace_id" not in text
+def test_unsampled_traces_and_disabled_exemplars_give_none() -> None:
+    for provider, source in [
+        (TracerProvider(sampler=ALWAYS_OFF), trace_exemplar),
+        (TracerProvider(), no_exemplar),
+    ]:
+        metrics = Metrics(CollectorRegistry())
+        app = traced(ObserveMiddleware(slow_answer, metrics=metrics, exemplar=source), provider)
+        run_exchange(app, [{"type": "http.request", "body": b"", "more_body": False}])
+        assert "trace_id" not in exposition_of(metrics)

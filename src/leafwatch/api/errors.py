@@ -1,8 +1,8 @@
 """The one place that turns errors into HTTP answers `{"error": code, "detail": message}`."""
 
-import logging
 from http import HTTPStatus
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -10,9 +10,10 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from leafwatch.errors import LeafWatchError
+from leafwatch.observe.logs import mark_logged
 from leafwatch.schemas import ErrorOut
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorOut, "description": description}
@@ -59,7 +60,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
-        log.exception("database error on %s %s", request.method, request.url.path)
+        log.exception("database error", path=request.url.path)
+        mark_logged(exc)
         return JSONResponse(
             error_body("database_unavailable", "the database could not be reached; try again"),
             status_code=HTTPStatus.SERVICE_UNAVAILABLE,
@@ -67,7 +69,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error", path=request.url.path)
+        mark_logged(exc)
         return JSONResponse(
             error_body("internal_error", "the server failed to answer; the error is logged"),
             status_code=HTTPStatus.INTERNAL_SERVER_ERROR,

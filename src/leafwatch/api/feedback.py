@@ -3,6 +3,7 @@
 from datetime import timedelta
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Query
 
 from leafwatch.api.deps import RuntimeDep, SessionDep
@@ -13,12 +14,19 @@ from leafwatch.storage import queries
 from leafwatch.storage.tables import Feedback, utcnow
 
 router = APIRouter(prefix="/api/v1/feedback", tags=["feedback"])
+log = structlog.stdlib.get_logger(__name__)
 
 
 @router.post("/submit", response_model=FeedbackOut, status_code=201, responses=ERROR_RESPONSES)
 def submit(runtime: RuntimeDep, session: SessionDep, body: FeedbackIn) -> FeedbackOut:
     """Record whether a prediction was right; every verdict is kept."""
     row = submit_feedback(session, body=body)
+    log.info(
+        "feedback recorded",
+        prediction_id=str(row.prediction_id),
+        is_correct=row.is_correct,
+        feedback_source=row.feedback_source,
+    )
     runtime.metrics.record_feedback(is_correct=row.is_correct, feedback_source=row.feedback_source)
     return feedback_out(row)
 

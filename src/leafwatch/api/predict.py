@@ -2,6 +2,7 @@
 
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
@@ -13,6 +14,7 @@ from leafwatch.schemas import PlainText, PredictionOut
 from leafwatch.storage.tables import Prediction
 
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
+log = structlog.stdlib.get_logger(__name__)
 
 
 @router.post("/predict", response_model=PredictionOut, responses=ERROR_RESPONSES)
@@ -42,8 +44,18 @@ async def predict(
         )
     except InvalidImage as exc:
         metrics.rejected_uploads.labels(reason=exc.code).inc()
+        log.info("upload refused", reason=exc.code, user_id=user_id)
         raise
     row = result.row
+    structlog.contextvars.bind_contextvars(
+        user_id=row.user_id, prediction_id=str(row.id), model_version=row.model_version
+    )
+    log.info(
+        "prediction made",
+        predicted_class=row.predicted_class_name,
+        confidence=round(row.confidence, 4),
+        inference_ms=row.inference_time_ms,
+    )
     metrics.record_prediction(
         model_version=row.model_version,
         predicted_class=row.predicted_class_name,

@@ -52,7 +52,9 @@ def serve(
         directory = Path(os.environ.get(MULTIPROC_ENV) or settings.resolved_metrics_dir())
         reset_multiprocess_dir(directory)
         os.environ[MULTIPROC_ENV] = str(directory.resolve())
-    # Each worker builds its own app from the environment, so the factory takes no arguments.
+    # Each worker builds its own app from the environment, so the factory takes no arguments;
+    # the worker count travels the same way (the log file is shared differently by several).
+    os.environ["LEAFWATCH_WORKERS"] = str(workers)
     uvicorn.run(
         "leafwatch.app:create_app",
         factory=True,
@@ -60,6 +62,9 @@ def serve(
         port=port or settings.port,
         workers=workers,
         reload=reload,
+        # LeafWatch configures logging itself and writes the access line inside the request.
+        log_config=None,
+        access_log=False,
     )
 
 

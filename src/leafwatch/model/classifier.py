@@ -43,6 +43,14 @@ class Classifier(Protocol):
     version: str
     card: dict[str, Any]
 
+    def prepare(self, image: Image.Image) -> NDArray[np.float32]:
+        """The model's input for one RGB image."""
+        ...
+
+    def run(self, batch: NDArray[np.float32]) -> ClassifierOutput:
+        """Classify a prepared input."""
+        ...
+
     def predict(self, image: Image.Image) -> ClassifierOutput:
         """Classify one RGB image."""
         ...
@@ -73,9 +81,16 @@ class OnnxClassifier:
         if not {PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT} <= outputs:
             raise ValueError(f"model {model_path} lacks outputs probabilities/embedding: {outputs}")
 
+    def prepare(self, image: Image.Image) -> NDArray[np.float32]:
+        """The model's input for one RGB image: resized, scaled to [0, 1], channels first."""
+        return to_model_input(image, self.input_size)
+
     def predict(self, image: Image.Image) -> ClassifierOutput:
         """Classify one RGB image."""
-        batch = to_model_input(image, self.input_size)
+        return self.run(self.prepare(image))
+
+    def run(self, batch: NDArray[np.float32]) -> ClassifierOutput:
+        """Classify a prepared input."""
         probabilities, embedding = self._session.run(
             [PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT], {INPUT_NAME: batch}
         )

@@ -1,13 +1,18 @@
-"""The outermost ASGI middleware: one count and one latency sample per HTTP exchange."""
+"""The outermost ASGI middleware: per HTTP exchange, a request id, one count, one latency sample
+and one access-log line, all with the same route, status and duration."""
 
 import asyncio
+import re
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from leafwatch.observe.logs import current_scope
 from leafwatch.observe.metrics import Metrics
 
 # Labels stay bounded whatever clients send: unknown methods and unmatched paths share one value.
@@ -17,7 +22,17 @@ UNMATCHED = "unmatched"
 # nginx's code for "client closed request": the client left before the answer was sent.
 CLIENT_CLOSED = 499
 
+REQUEST_ID_HEADER = b"x-request-id"
+# A client's request id is kept when it is short and plain; anything else gets a fresh one.
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
+
 ExemplarSource = Callable[[], dict[str, str] | None]
+access_log = structlog.stdlib.get_logger("leafwatch.access")
+
+
+def no_exemplar() -> None:
+    """No exemplars: tracing is off, or its trace ids lead nowhere (no exporter)."""
+    return
 
 
 def trace_exemplar() -> dict[str, str] | None:
@@ -28,21 +43,33 @@ def trace_exemplar() -> dict[str, str] | None:
     return {"trace_id": format(context.trace_id, "032x")}
 
 
-class MetricsMiddleware:
-    """Count each HTTP request and time it to its last byte, labelled by route template."""
+class ObserveMiddleware:
+    """Give each HTTP request an id, count it, time it to its last byte and log it."""
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, exemplar: ExemplarSource = trace_exemplar
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        log_requests: bool = True,
+        exemplar: ExemplarSource = trace_exemplar,
     ) -> None:
         self.app = app
         self.metrics = metrics
+        self.log_requests = log_requests
         self.exemplar = exemplar
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(scope, receive, send, self.metrics, self.exemplar)
+        # Each request runs in its own task, with its own copy of these context variables.
+        current_scope.set(scope)
+        request_id = _request_id(scope)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=scope["method"])
+        exchange = _Exchange(scope, receive, send, self)
+        exchange.request_id = request_id.encode()
         if _has_no_body(scope):
             # Read the empty body now, so a client leaving during a slow GET is noticed too.
             await exchange.read_ahead()
@@ -60,13 +87,14 @@ class _Exchange:
     """One request's bookkeeping: its status, when it ended, whether the client left early."""
 
     def __init__(
-        self, scope: Scope, receive: Receive, send: Send, metrics: Metrics, exemplar: ExemplarSource
+        self, scope: Scope, receive: Receive, send: Send, options: "ObserveMiddleware"
     ) -> None:
         self.scope = scope
         self._receive = receive
         self._send = send
-        self.metrics = metrics
-        self.exemplar_source = exemplar
+        self.metrics = options.metrics
+        self.exemplar_source = options.exemplar
+        self.log_requests = options.log_requests
         self.started = time.perf_counter()
         self.status: int | None = None
         self.exemplar: dict[str, str] | None = None
@@ -77,7 +105,8 @@ class _Exchange:
         # app's own later receive() calls share it, so the server sees one reader.
         self.listener: asyncio.Future[Message] | None = None
         self.buffered: Message | None = None
-        metrics.active_requests.inc()
+        self.request_id = b""
+        self.metrics.active_requests.inc()
 
     async def read_ahead(self) -> None:
         self.buffered = await self.receive()
@@ -106,6 +135,10 @@ class _Exchange:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.exemplar = self.exemplar_source()
+            message = {
+                **message,
+                "headers": [*message.get("headers", ()), (REQUEST_ID_HEADER, self.request_id)],
+            }
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.answered = True
             try:
@@ -133,10 +166,25 @@ class _Exchange:
             elapsed, exemplar=self.exemplar
         )
         metrics.active_requests.dec()
+        if self.log_requests:
+            access_log.info(
+                "request",
+                route=endpoint,
+                path=self.scope["path"],
+                status=status,
+                duration_ms=round(elapsed * 1000.0, 3),
+            )
 
     def close(self) -> None:
         if self.listener is not None and not self.listener.done():
             self.listener.cancel()
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER and _SANE_REQUEST_ID.fullmatch(value):
+            return str(value.decode("ascii"))
+    return uuid.uuid4().hex
 
 
 def _has_no_body(scope: Scope) -> bool:

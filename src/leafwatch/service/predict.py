@@ -1,10 +1,12 @@
 """A prediction from upload to stored row: decode, classify, store the image, write the row."""
 
+import contextvars
 import time
 import uuid
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
+from opentelemetry.trace import Tracer
 from sqlalchemy.orm import Session, sessionmaker
 
 from leafwatch.model.classifier import Classifier, ClassifierOutput
@@ -32,23 +34,46 @@ class Predictor:
     images: ImageStore
     sessions: sessionmaker[Session]
     io: Executor
+    tracer: Tracer
     max_bytes: int
     max_pixels: int
 
     def predict(self, data: bytes, *, user_id: str, user_location: str | None) -> PredictionResult:
         """Classify uploaded image bytes and record the prediction; raises InvalidImage."""
+        tracer = self.tracer
         # Hashing and writing the upload overlap with decoding and inference; only a valid
-        # image is then committed to the store, a refused one is discarded.
-        staging = self.io.submit(self.images.stage, data)
+        # image is then committed to the store, a refused one is discarded. The staging thread
+        # runs in this request's context, so its span joins the request's trace.
+        staging = self.io.submit(contextvars.copy_context().run, self._stage, data)
         try:
-            decoded = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
-            started = time.perf_counter()
-            output = self.classifier.predict(decoded.image)
-            inference_s = time.perf_counter() - started
+            with tracer.start_as_current_span("decode") as span:
+                decoded = decode_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+                span.set_attributes(
+                    {
+                        "image.format": decoded.format,
+                        "image.bytes": len(data),
+                        "image.width": decoded.width,
+                        "image.height": decoded.height,
+                    }
+                )
+            with tracer.start_as_current_span("preprocess"):
+                batch = self.classifier.prepare(decoded.image)
+            with tracer.start_as_current_span("inference") as span:
+                started = time.perf_counter()
+                output = self.classifier.run(batch)
+                inference_s = time.perf_counter() - started
+                span.set_attributes(
+                    {
+                        "model.version": self.classifier.version,
+                        "model.predicted_class": CLASS_NAMES[output.class_id],
+                        "model.confidence": output.confidence,
+                    }
+                )
         except BaseException:
             _discard(staging)
             raise
-        stored = staging.result().commit(extension=_EXTENSIONS[decoded.format])
+        with tracer.start_as_current_span("image_store.commit"):
+            stored = staging.result().commit(extension=_EXTENSIONS[decoded.format])
         class_id = output.class_id
         row = Prediction(
             id=uuid.uuid4(),
@@ -71,9 +96,13 @@ class Predictor:
                 "probabilities": [round(float(p), 6) for p in output.probabilities],
             },
         )
-        with self.sessions() as session:
+        with tracer.start_as_current_span("database.write"), self.sessions() as session:
             queries.add(session, row=row)
         return PredictionResult(row=row, output=output, inference_s=inference_s)
+
+    def _stage(self, data: bytes) -> StagedImage:
+        with self.tracer.start_as_current_span("image_store.stage"):
+            return self.images.stage(data)
 
 
 def _discard(staging: Future[StagedImage]) -> None:

@@ -1,0 +1,182 @@
+"""Structured logs: JSON lines (or a readable console) with request, trace and model context."""
+
+import logging
+import logging.handlers
+import re
+import sys
+from collections.abc import MutableMapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from leafwatch.config import Settings
+
+# The HTTP scope of the request being answered, so every line can name its route template.
+current_scope: ContextVar[MutableMapping[str, Any] | None] = ContextVar(
+    "leafwatch_scope", default=None
+)
+
+REDACTED = "[redacted]"
+_SECRET_KEY = re.compile(
+    r"authorization|cookie|token|api[-_]?key|secret|password|passwd|credential", re.I
+)
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"
+    r"|((?:api[-_]?key|token|access_token|password|secret)=)[^&\s\"']+"
+)
+# LeafWatch's handlers carry this attribute, so a new configuration replaces them (tests build
+# many apps in one process) without touching handlers others installed (pytest's capture).
+_OURS = "_leafwatch_handler"
+
+
+def add_request_context(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Add the route template and the current trace and span ids."""
+    scope = current_scope.get()
+    if scope is not None:
+        path = getattr(scope.get("route"), "path", None)
+        if path is not None:
+            event.setdefault("route", path)
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
+def redact_secrets(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Replace the values of secret-looking keys, and credentials inside text, with a marker."""
+    for key, value in event.items():
+        event[key] = _redact(key, value)
+    return event
+
+
+def _redact(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return _SECRET_IN_TEXT.sub(_keep_name, value)
+    if isinstance(value, dict):
+        return {k: _redact(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        # Header lists: [(name, value), ...]
+        return [
+            (item[0], REDACTED)
+            if isinstance(item, tuple) and len(item) == 2 and _SECRET_KEY.search(str(item[0]))
+            else _redact("", item)
+            for item in value
+        ]
+    return value
+
+
+def _keep_name(match: re.Match[str]) -> str:
+    prefix = match.group(1) or match.group(2)
+    return f"{prefix} {REDACTED}" if match.group(1) else f"{prefix}{REDACTED}"
+
+
+def shared_processors() -> list[Processor]:
+    """What every line goes through, from structlog or from the standard library."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_request_context,
+    ]
+
+
+def configure_logging(settings: Settings) -> None:
+    """Route structlog and the standard library to stdout and the log file, once per process."""
+    shared = shared_processors()
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    json_lines = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Frames without their local variables: those hold requests, headers and keys.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            redact_secrets,  # last before rendering: exception messages can carry secrets too
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    console = settings.log_format == "console" or (
+        settings.log_format == "auto" and sys.stdout.isatty()
+    )
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+            ],
+        )
+        if console
+        else json_lines
+    )
+    handlers: list[logging.Handler] = [stdout]
+    if settings.log_file:
+        handlers.append(_file_handler(settings))
+        handlers[-1].setFormatter(json_lines)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _OURS, False)]:
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        setattr(handler, _OURS, True)
+        root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        # uvicorn's own handlers would print its lines a second time, in its own format.
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # LeafWatch writes the access line itself, inside the request's span, with its context.
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("uvicorn.error").addFilter(_drop_already_logged)
+
+
+def _file_handler(settings: Settings) -> logging.Handler:
+    path = Path(settings.log_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if settings.workers > 1:
+        # Several processes cannot share a size-rotated file without losing lines when two rotate
+        # at once: each appends whole lines, and logrotate rotates (the handler reopens).
+        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    return logging.handlers.RotatingFileHandler(
+        path,
+        maxBytes=settings.log_file_max_bytes,
+        backupCount=settings.log_file_backups,
+        encoding="utf-8",
+    )
+
+
+LOGGED_MARK = "_leafwatch_logged"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """Note that LeafWatch logged this exception where it handled it."""
+    setattr(exc, LOGGED_MARK, True)
+
+
+def _drop_already_logged(record: logging.LogRecord) -> bool:
+    # Starlette re-raises a handled exception so the server can log it; LeafWatch already has,
+    # inside the request with its context, so the server's copy is dropped.
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (exc is not None and getattr(exc, LOGGED_MARK, False))
