@@ -1,5 +1,6 @@
 """`leafwatch serve --workers 2`: the workers' counts add up exactly, whoever answers the scrape."""
 
+import json
 import os
 import signal
 import time
@@ -87,3 +88,10 @@ def test_two_workers_add_up_exactly_and_survive_a_killed_worker(tmp_path: Path) 
         assert total(text, "api_requests_total", **HEALTH) == sent
         assert total(text, "api_active_requests") == 1
         assert not list(directory.glob(f"gauge_livesum_{victim}.db"))
+    # Both workers appended to one log file: every line whole, none lost.
+    log_text = (tmp_path / "logs" / "app.log").read_text()
+    log_lines = [json.loads(line) for line in log_text.splitlines()]
+    health = [
+        line for line in log_lines if line["event"] == "request" and line["route"] == "/health"
+    ]
+    assert len(health) == sent

@@ -68,6 +68,16 @@ def test_every_line_of_a_predict_request_carries_its_context(tmp_path: Path) -> 
         assert line["model_version"] == prediction["model_version"]
 
 
+def test_without_an_exporter_lines_still_get_trace_and_span_ids(tmp_path: Path) -> None:
+    log_file = tmp_path / "app.log"
+    settings = Settings(var_dir=tmp_path / "var", log_file=str(log_file))
+    with TestClient(create_app(settings)) as client:
+        assert post_leaf(client).status_code == 200
+    made = [line for line in lines(log_file) if line["event"] == "prediction made"]
+    assert HEX32.fullmatch(made[0]["trace_id"])
+    assert HEX16.fullmatch(made[0]["span_id"])
+
+
 def test_a_request_id_is_made_when_missing_or_not_plain(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(var_dir=tmp_path / "var"))) as client:
         made = client.get("/health").headers["x-request-id"]
