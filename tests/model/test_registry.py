@@ -29,6 +29,17 @@ def test_an_empty_registry_is_seeded_with_the_bundled_model_once(tmp_path: Path)
     assert production.model_path.read_bytes() == bundled_path.read_bytes()
     assert production.card["version"] == "1"
     assert production.card["input_size"] == bundled_card["input_size"]
+    reference = bundled_path.with_name("reference.npz")
+    assert production.reference_path.read_bytes() == reference.read_bytes()
+
+
+def test_a_models_drift_reference_is_registered_with_it(tmp_path: Path) -> None:
+    registry = LocalModelRegistry(tmp_path / "reg", "m")
+    model_path, card = make_version(tmp_path / "with", "with")
+    model_path.with_name("reference.npz").write_bytes(b"features")
+    assert registry.register(model_path, card).reference_path.read_bytes() == b"features"
+    without = registry.register(*make_version(tmp_path / "without", "without"))
+    assert not without.reference_path.exists()
 
 
 def test_promote_and_rollback_walk_the_history(tmp_path: Path) -> None:

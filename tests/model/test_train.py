@@ -16,6 +16,7 @@ from leafwatch.model.train import (  # noqa: E402
     render_inputs,
     train_model,
 )
+from leafwatch.monitor.reference import FeatureSample  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -30,6 +31,7 @@ CARD_FIELDS = {
     "metrics",
     "created_at",
     "onnx_sha256",
+    "reference",
 }
 METRIC_FIELDS = {
     "heldout_accuracy",
@@ -45,7 +47,9 @@ METRIC_FIELDS = {
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
     out_dir = tmp_path_factory.mktemp("model")
-    card = train_model(out_dir, seed=3, per_class=8, epochs=1, input_size=48, progress=False)
+    card = train_model(
+        out_dir, seed=3, per_class=8, epochs=1, input_size=48, reference_per_class=4, progress=False
+    )
     return out_dir, card
 
 
@@ -84,6 +88,15 @@ def test_smoke_run_writes_a_card_with_every_field(
     assert isinstance(data, dict)
     assert data["generator"] == "leafwatch.model.synth"
     assert set(data["splits"]) == {"train", "calibration", "test"}
+    test_split_end = data["splits"]["test"]["indices"][1]
+    assert card["reference"] == {
+        "per_class": 4,
+        "indices": [test_split_end, test_split_end + 4],
+        "count": 28,
+    }
+    reference = FeatureSample.load(out_dir / "reference.npz")
+    assert len(reference) == 28
+    assert reference.embeddings.shape == (28, 32)
     training = card["training"]
     assert isinstance(training, dict)
     assert {"epochs", "batch_size", "lr", "optimizer", "seconds", "torch_version"} <= set(training)

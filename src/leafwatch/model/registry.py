@@ -17,6 +17,8 @@ from leafwatch.errors import ModelRegistryError
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
+# Feature statistics of the version's held-out data, for drift detection from its first hour.
+REFERENCE_FILE = "reference.npz"
 PRODUCTION = "production"
 
 
@@ -28,6 +30,11 @@ class ModelVersionInfo:
     version: str
     model_path: Path
     card: dict[str, Any]
+
+    @property
+    def reference_path(self) -> Path:
+        """Where the version's drift reference is (the file may not exist)."""
+        return self.model_path.with_name(REFERENCE_FILE)
 
 
 class ModelRegistry(Protocol):
@@ -125,6 +132,9 @@ class LocalModelRegistry:
         target = self.folder / "versions" / version
         staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=".staging-"))
         shutil.copyfile(model_path, staging / MODEL_FILE)
+        reference = model_path.with_name(REFERENCE_FILE)
+        if reference.is_file():
+            shutil.copyfile(reference, staging / REFERENCE_FILE)
         stored_card = {**card, "name": self.name, "version": version}
         stored_card.setdefault("registered_at", datetime.now(UTC).isoformat())
         (staging / CARD_FILE).write_text(json.dumps(stored_card, indent=2) + "\n")

@@ -77,6 +77,18 @@ class Nuisance:
             "rotation": list(self.rotation),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Nuisance":
+        """The ranges `as_dict` wrote (a model card's recipe)."""
+        return cls(
+            brightness=(float(data["brightness"][0]), float(data["brightness"][1])),
+            blur=(float(data["blur"][0]), float(data["blur"][1])),
+            background=tuple(str(name) for name in data["background"]),
+            resolution=tuple((int(w), int(h)) for w, h in data["resolution"]),
+            jpeg_quality=(int(data["jpeg_quality"][0]), int(data["jpeg_quality"][1])),
+            rotation=(float(data["rotation"][0]), float(data["rotation"][1])),
+        )
+
 
 def _check_range(
     name: str, bounds: tuple[float, float], *, low: float | None = None, high: float | None = None

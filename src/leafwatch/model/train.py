@@ -41,6 +41,7 @@ from leafwatch.model.calibration import expected_calibration_error
 from leafwatch.model.labels import CLASS_NAMES, NUM_CLASSES
 from leafwatch.model.preprocess import decode_image, to_model_input
 from leafwatch.model.synth import Nuisance, leaf_jpeg
+from leafwatch.monitor.reference import REFERENCE_PER_CLASS, write_reference
 
 MODEL_NAME = "banana_sigatoka_detector"
 DEFAULT_PER_CLASS = 600
@@ -84,9 +85,13 @@ def train_model(
     per_class: int = DEFAULT_PER_CLASS,
     epochs: int = DEFAULT_EPOCHS,
     input_size: int = DEFAULT_INPUT_SIZE,
+    reference_per_class: int = REFERENCE_PER_CLASS,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train, calibrate and export out_dir/model.onnx and out_dir/card.json; return the card."""
+    """Train, calibrate and export model.onnx, card.json and the drift reference.npz to out_dir.
+
+    Returns the card.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     nuisance = Nuisance()
     # One seed, disjoint index ranges: every image of every split is a different leaf.
@@ -161,6 +166,14 @@ def train_model(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "onnx_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
     }
+    with _progress(progress) as bar:
+        task = bar.add_task("drift reference", total=reference_per_class * NUM_CLASSES, stats="")
+        card["reference"] = write_reference(
+            out_dir,
+            card,
+            per_class=reference_per_class,
+            advance=lambda count: bar.advance(task, count),
+        )
     (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 

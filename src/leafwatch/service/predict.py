@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from leafwatch.model.classifier import Classifier, ClassifierOutput
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.model.preprocess import decode_image
+from leafwatch.monitor.features import compute_features
 from leafwatch.storage import queries
 from leafwatch.storage.images import ImageStore, StagedImage
 from leafwatch.storage.tables import Prediction, utcnow
@@ -69,6 +70,15 @@ class Predictor:
                         "model.confidence": output.confidence,
                     }
                 )
+            with tracer.start_as_current_span("features"):
+                features = compute_features(
+                    batch,
+                    output,
+                    width=decoded.width,
+                    height=decoded.height,
+                    size_bytes=len(data),
+                    image_format=decoded.format,
+                )
         except BaseException:
             _discard(staging)
             raise
@@ -97,7 +107,7 @@ class Predictor:
             },
         )
         with tracer.start_as_current_span("database.write"), self.sessions() as session:
-            queries.add(session, row=row)
+            queries.add_prediction(session, row=row, features=features)
         return PredictionResult(row=row, output=output, inference_s=inference_s)
 
     def _stage(self, data: bytes) -> StagedImage:

@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 
 from leafwatch.errors import InvalidCursor, PredictionNotFound
 from leafwatch.model.labels import CLASS_NAMES
-from leafwatch.storage.tables import Feedback, ModelVersion, Prediction, utcnow
+from leafwatch.monitor.features import PredictionFeatures
+from leafwatch.storage.tables import (
+    Feedback,
+    ModelVersion,
+    Prediction,
+    PredictionFeatureRow,
+    utcnow,
+)
 
 # Which verdict counts when a prediction has several: the most authoritative source first,
 # then the latest. Expert review outranks the farmer's app and the web form, which rank equal.
@@ -24,6 +31,24 @@ SOURCE_AUTHORITY = {"expert_review": 1, "mobile_app": 0, "web": 0}
 def add(session: Session, *, row: Prediction | Feedback) -> None:
     """Insert a new row and commit."""
     session.add(row)
+    session.commit()
+
+
+def add_prediction(session: Session, *, row: Prediction, features: PredictionFeatures) -> None:
+    """Insert a prediction and its drift features in one transaction."""
+    session.add(row)
+    session.flush()  # the features row refers to the prediction
+    session.add(
+        PredictionFeatureRow(
+            prediction_id=row.id,
+            timestamp=row.timestamp,
+            model_version=row.model_version,
+            image_format=features.image_format,
+            predicted_class=features.predicted_class,
+            embedding=features.embedding.astype("<f4").tobytes(),
+            **features.values,
+        )
+    )
     session.commit()
 
 

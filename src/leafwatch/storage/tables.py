@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -132,3 +133,75 @@ class ModelVersion(Base):
     last_served_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("model_name", "version", name="uq_model_versions"),)
+
+
+class PredictionFeatureRow(Base):
+    """What drift detection reads of one prediction, computed when it was made."""
+
+    __tablename__ = "prediction_features"
+
+    prediction_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True
+    )
+    timestamp: Mapped[datetime] = mapped_column(default=utcnow)
+    model_version: Mapped[str] = mapped_column(String(64))
+    brightness_mean: Mapped[float] = mapped_column(Float)
+    brightness_std: Mapped[float] = mapped_column(Float)
+    red_mean: Mapped[float] = mapped_column(Float)
+    green_mean: Mapped[float] = mapped_column(Float)
+    blue_mean: Mapped[float] = mapped_column(Float)
+    saturation_mean: Mapped[float] = mapped_column(Float)
+    leaf_green_share: Mapped[float] = mapped_column(Float)
+    sharpness: Mapped[float] = mapped_column(Float)
+    contrast: Mapped[float] = mapped_column(Float)
+    width: Mapped[float] = mapped_column(Float)
+    height: Mapped[float] = mapped_column(Float)
+    aspect_ratio: Mapped[float] = mapped_column(Float)
+    file_size_kb: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    entropy: Mapped[float] = mapped_column(Float)
+    image_format: Mapped[str] = mapped_column(String(8))
+    predicted_class: Mapped[int] = mapped_column(SmallInteger)
+    # float32 little-endian bytes: compact, and the same on SQLite and PostgreSQL.
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_prediction_features_timestamp", "timestamp"),
+        Index("ix_prediction_features_model_version_timestamp", "model_version", "timestamp"),
+    )
+
+
+class DriftReport(Base):
+    """One drift run: its windows, its scores and, per test and feature, what it found."""
+
+    __tablename__ = "drift_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_at: Mapped[datetime] = mapped_column(default=utcnow)
+    model_version: Mapped[str] = mapped_column(String(64))
+    reference_source: Mapped[str] = mapped_column(String(32))
+    reference_size: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    current_size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    drifted: Mapped[bool]
+    retraining_recommended: Mapped[bool]
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seconds: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_drift_reports_run_at", "run_at"),)
+
+
+class JobRun(Base):
+    """A claim on one period of a scheduled job: the primary key lets exactly one process win."""
+
+    __tablename__ = "job_runs"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="running")

@@ -1,0 +1,1 @@
+"""Monitoring: drift, and later accuracy and analytics."""
