@@ -21,9 +21,11 @@ PG_ADMIN_DSN = os.environ.get("LEAFWATCH_TEST_PG_DSN", "postgresql://postgres@12
 
 
 @pytest.fixture(autouse=True)
-def _logs_under_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every app a test builds logs to its own temporary file, not to the checkout's logs/."""
+def _test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every app a test builds logs to its own temporary file (not the checkout's logs/)."""
     monkeypatch.setenv("LEAFWATCH_LOG_FILE", str(tmp_path / "logs" / "app.log"))
+    # The hourly drift run starts with each app; tests that are about it switch it back on.
+    monkeypatch.setenv("LEAFWATCH_DRIFT_INTERVAL_SECONDS", "0")
 
 
 @pytest.fixture(scope="session")

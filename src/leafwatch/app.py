@@ -1,17 +1,21 @@
 """The application factory: `create_app(settings)`; nothing happens at import."""
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from leafwatch import __version__
-from leafwatch.api import feedback, health, predict, predictions
+from leafwatch.api import drift, feedback, health, predict, predictions
 from leafwatch.api import metrics as metrics_route
 from leafwatch.api.errors import install_error_handlers
 from leafwatch.config import Settings
+from leafwatch.monitor.scheduler import every
 from leafwatch.observe.exposition import instrument_registry, mark_dead, multiprocess_dir
 from leafwatch.observe.logs import configure_logging
 from leafwatch.observe.metrics import Metrics
@@ -34,9 +38,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start_export(tracer_provider, settings)
         runtime = await run_in_threadpool(open_runtime, settings, metrics, tracer_provider)
         app.state.runtime = runtime
+        scheduler = None
+        if settings.drift_interval_seconds > 0:
+            scheduler = asyncio.create_task(
+                every(
+                    timedelta(seconds=settings.drift_interval_seconds),
+                    job="drift",
+                    sessions=runtime.sessions,
+                    work=runtime.scheduled_drift,
+                )
+            )
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler
             runtime.close()
             tracer_provider.shutdown()  # sends the spans still queued
             if directory is not None:
@@ -49,7 +67,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (predict.router, feedback.router, predictions.router, health.router):
+    for router in (
+        predict.router,
+        feedback.router,
+        predictions.router,
+        drift.router,
+        health.router,
+    ):
         app.include_router(router)
     app.include_router(metrics_route.router)
     # Added last, so it wraps every other middleware: it sees every request and every failure.

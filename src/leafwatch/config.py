@@ -84,6 +84,42 @@ class Settings(BaseSettings):
         1.0, description="Share of new traces recorded (a parent's decision is followed)."
     )
 
+    drift_interval_seconds: Annotated[float, Field(ge=0)] = Field(
+        3600.0, description="How often the service runs drift detection; 0: never by itself."
+    )
+    drift_window_hours: Annotated[float, Field(gt=0)] = Field(
+        24.0, description="The current window a drift run tests."
+    )
+    drift_min_samples: Annotated[int, Field(ge=10)] = Field(
+        200, description="Fewer predictions than this in a window: 'not enough data', no score."
+    )
+    drift_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.05, description="Chance that a run with no drift flags anything (split over its tests)."
+    )
+    drift_reference: Literal["model", "live"] = Field(
+        "model",
+        description="model: the served version's held-out leaves; live: its first "
+        "drift_live_reference_days of traffic.",
+    )
+    drift_live_reference_days: Annotated[float, Field(gt=0)] = Field(
+        7.0, description="Length of the live reference, from the version's first prediction."
+    )
+    drift_persistence: Annotated[int, Field(ge=1)] = Field(
+        3, description="Drifted runs in a row before retraining is recommended."
+    )
+    retraining_webhook_url: SecretStr | None = Field(
+        None, description="URL that gets a JSON POST when retraining is recommended."
+    )
+    retraining_webhook_url_file: Path | None = Field(
+        None, description="File holding that URL (instead of retraining_webhook_url)."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin endpoints; unset: they are refused."
+    )
+    admin_token_file: Path | None = Field(
+        None, description="File holding the admin token (instead of admin_token)."
+    )
+
     def resolved_database_url(self) -> str:
         """Return the database URL, the SQLite default included."""
         return self.database_url or f"sqlite:///{self.var_dir / 'leafwatch.db'}"
@@ -102,12 +138,25 @@ class Settings(BaseSettings):
 
     def resolved_metrics_token(self) -> str | None:
         """Return the /metrics bearer token, read from its file when one is given."""
-        if self.metrics_token_file is not None:
-            return self.metrics_token_file.read_text(encoding="utf-8").strip() or None
-        return self.metrics_token.get_secret_value() if self.metrics_token else None
+        return _secret(self.metrics_token, self.metrics_token_file)
+
+    def resolved_admin_token(self) -> str | None:
+        """Return the admin bearer token, read from its file when one is given."""
+        return _secret(self.admin_token, self.admin_token_file)
+
+    def resolved_retraining_webhook_url(self) -> str | None:
+        """Return the retraining webhook URL, read from its file when one is given."""
+        return _secret(self.retraining_webhook_url, self.retraining_webhook_url_file)
 
     def should_migrate_on_start(self) -> bool:
         """Whether to apply migrations when the app starts."""
         if self.migrate_on_start is not None:
             return self.migrate_on_start
         return self.resolved_database_url().startswith("sqlite")
+
+
+def _secret(value: SecretStr | None, file: Path | None) -> str | None:
+    # A file wins: it is how container platforms mount secrets, and it can be rotated in place.
+    if file is not None:
+        return file.read_text(encoding="utf-8").strip() or None
+    return value.get_secret_value() if value else None

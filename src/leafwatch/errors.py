@@ -73,6 +73,27 @@ class Unauthorized(LeafWatchError):
     headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(LeafWatchError):
+    """An endpoint that is switched off, or credentials that do not grant it."""
+
+    code = "forbidden"
+    status_code = HTTPStatus.FORBIDDEN
+
+
+class DriftUnavailable(LeafWatchError):
+    """Drift detection cannot run: no reference for the served version, or no report yet."""
+
+    code = "drift_unavailable"
+    status_code = HTTPStatus.CONFLICT
+
+
+class NoDriftReport(LeafWatchError):
+    """No drift run has been stored yet."""
+
+    code = "no_drift_report"
+    status_code = HTTPStatus.NOT_FOUND
+
+
 class ModelRegistryError(LeafWatchError):
     """A registry operation that cannot be done (unknown version, nothing to roll back to)."""
 

@@ -15,21 +15,24 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from leafwatch.config import Settings
-from leafwatch.errors import ModelNotReady
+from leafwatch.errors import DriftUnavailable, ModelNotReady
 from leafwatch.model.classifier import OnnxClassifier
-from leafwatch.model.registry import LocalModelRegistry
+from leafwatch.model.registry import LocalModelRegistry, ModelVersionInfo
+from leafwatch.monitor.drift import latest_report
 from leafwatch.observe import metrics as names
 from leafwatch.observe.exposition import (
-    AccuracyCache,
     Exposition,
     FunctionCollector,
+    PeriodCache,
     multiprocess_dir,
 )
 from leafwatch.observe.metrics import Metrics
 from leafwatch.observe.tracing import instrument_engine
+from leafwatch.service import drift
 from leafwatch.service.predict import Predictor
 from leafwatch.storage import db, queries
 from leafwatch.storage.images import LocalImageStore
+from leafwatch.storage.tables import DriftReport
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -50,6 +53,7 @@ class Runtime:
         default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="leafwatch-io")
     )
     classifier: OnnxClassifier | None = None
+    model: ModelVersionInfo | None = None
     model_error: str | None = field(default=None)
 
     def predictor(self) -> Predictor:
@@ -65,6 +69,22 @@ class Runtime:
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_image_pixels,
         )
+
+    def run_drift(self) -> DriftReport:
+        """Run drift detection for the served version now; raises DriftUnavailable."""
+        if self.model is None:
+            raise DriftUnavailable(f"no model is loaded: {self.model_error or 'unknown reason'}")
+        with self.sessions() as session:
+            report = drift.run_for_model(session, settings=self.settings, model=self.model)
+            session.expunge(report)
+            return report
+
+    def scheduled_drift(self) -> None:
+        """The scheduler's drift run: a missing reference is a warning, not a failure."""
+        try:
+            self.run_drift()
+        except DriftUnavailable as exc:
+            log.warning("drift run skipped", reason=exc.detail)
 
     def close(self) -> None:
         """Finish pending image writes and release the database connections."""
@@ -98,7 +118,7 @@ def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
 
 
 def scrape_figures(runtime: Runtime) -> list[Collector]:
-    """Figures /metrics computes when scraped: the loaded model, and accuracy from feedback."""
+    """Figures /metrics computes when scraped: the model, accuracy from feedback, the drift."""
 
     def model() -> Sequence[Metric]:
         classifier = runtime.classifier
@@ -114,7 +134,17 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
                 windows=names.ACCURACY_WINDOWS,
             )
 
-    cache = AccuracyCache(compute_accuracy, period_s=runtime.settings.metrics_cache_seconds)
+    period = runtime.settings.metrics_cache_seconds
+    cache = PeriodCache(compute_accuracy, period_s=period)
+
+    def latest_drift(_as_of: float) -> DriftReport | None:
+        with runtime.sessions() as session:
+            report = latest_report(session)
+            if report is not None:
+                session.expunge(report)
+            return report
+
+    drift_cache: PeriodCache[DriftReport | None] = PeriodCache(latest_drift, period_s=period)
 
     def accuracy() -> Sequence[Metric]:
         try:
@@ -123,7 +153,14 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
             log.warning("accuracy figures skipped: the database could not be read", exc_info=True)
             return []
 
-    return [FunctionCollector(model), FunctionCollector(accuracy)]
+    def drift_figures() -> Sequence[Metric]:
+        try:
+            return names.drift_families(drift_cache.figures())
+        except SQLAlchemyError:
+            log.warning("drift figures skipped: the database could not be read", exc_info=True)
+            return []
+
+    return [FunctionCollector(model), FunctionCollector(accuracy), FunctionCollector(drift_figures)]
 
 
 def load_model(runtime: Runtime) -> None:
@@ -137,10 +174,12 @@ def load_model(runtime: Runtime) -> None:
             version=info.version,
             threads=runtime.settings.inference_threads,
         )
+        runtime.model = info
         runtime.model_error = None
         runtime.metrics.prepare_model(info.version)
     except Exception as exc:  # a broken model file must not take the whole service down
         runtime.classifier = None
+        runtime.model = None
         runtime.model_error = f"{type(exc).__name__}: {exc}"
         log.exception("model could not be loaded", model_name=runtime.settings.model_name)
         return

@@ -192,3 +192,35 @@ class ModelInfoOut(BaseModel):
     created_at: str | None = Field(description="When it was trained (ISO 8601, UTC).")
     metrics: dict[str, Any] = Field(description="From the model card: held-out accuracy, ECE, ...")
     data: dict[str, Any] = Field(description="From the model card: how the training data was made.")
+
+
+class DriftReportOut(BaseModel):
+    """One drift run: windows, scores, and per test and feature what it found (docs/drift.md)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    report_id: int = Field(description="Id of the stored report.")
+    run_at: datetime = Field(description="When the run ended its current window (UTC).")
+    model_version: str = Field(description="The model version whose traffic was tested.")
+    reference_source: str = Field(
+        description="`model`: the version's held-out leaves; `live:...`: a window of its traffic."
+    )
+    reference_size: int = Field(description="Predictions in the reference.")
+    window_start: datetime = Field(description="Start of the current window (UTC).")
+    window_end: datetime = Field(description="End of the current window (UTC).")
+    current_size: int = Field(description="Predictions in the current window.")
+    status: Literal["ok", "drift", "not_enough_data"] = Field(
+        description="`not_enough_data` when either side has fewer than the minimum sample."
+    )
+    drifted: bool = Field(description="Whether any test flagged drift.")
+    retraining_recommended: bool = Field(
+        description="Drift in this run and the ones before it, as many as drift_persistence."
+    )
+    scores: dict[str, float | None] = Field(
+        description="data_drift_score per metric type, in [0, 1]; null without enough data."
+    )
+    details: dict[str, Any] = Field(
+        description="Per feature: KS statistic, p-values, PSI, means, direction, drifted; and the "
+        "class, confidence and embedding tests."
+    )
+    seconds: float = Field(description="How long the run took.")

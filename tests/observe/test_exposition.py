@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from leafwatch.app import create_app
 from leafwatch.config import Settings
-from leafwatch.observe.exposition import AccuracyCache, ErrorRateWindow
+from leafwatch.observe.exposition import ErrorRateWindow, PeriodCache
 from leafwatch.storage.queries import VersionAccuracy
 from tests.conftest import image_bytes
 from tests.scrape import total
@@ -48,7 +48,7 @@ def test_accuracy_is_computed_once_per_period_as_of_its_start() -> None:
         calls.append(as_of)
         return [VersionAccuracy("1", "1h", len(calls), 1)]
 
-    cache = AccuracyCache(compute, period_s=30)
+    cache = PeriodCache(compute, period_s=30)
     assert cache.figures(now=1000.0) == cache.figures(now=1019.9)
     cache.figures(now=1020.0)
     assert calls == [990.0, 1020.0]

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from leafwatch.cli import data
+from leafwatch.cli.drift import drift
 from leafwatch.config import Settings
 from leafwatch.errors import ModelRegistryError
 
@@ -28,6 +29,7 @@ app.add_typer(model_app, name="model")
 console = Console()
 app.command()(data.generate)
 app.command()(data.train)
+app.command()(drift)
 
 
 @app.command()

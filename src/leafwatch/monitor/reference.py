@@ -50,7 +50,6 @@ class FeatureSample:
     @classmethod
     def from_features(cls, rows: Sequence[PredictionFeatures]) -> "FeatureSample":
         """Columns from per-prediction features."""
-        dim = len(rows[0].embedding) if rows else 0
         return cls(
             values={
                 name: np.array([row.values[name] for row in rows], dtype=np.float64)
@@ -58,7 +57,11 @@ class FeatureSample:
             },
             classes=np.array([row.predicted_class for row in rows], dtype=np.int64),
             formats=np.array([IMAGE_FORMATS.index(row.image_format) for row in rows], np.int64),
-            embeddings=np.array([row.embedding for row in rows], dtype=np.float32).reshape(-1, dim),
+            embeddings=(
+                np.array([row.embedding for row in rows], dtype=np.float32)
+                if rows
+                else np.empty((0, 0), dtype=np.float32)
+            ),
         )
 
     def save(self, path: Path) -> None:

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,8 +24,8 @@ from prometheus_client.registry import Collector
 
 from leafwatch.observe import metrics as names
 from leafwatch.observe.metrics import Metrics
-from leafwatch.storage.queries import VersionAccuracy
 
+T = TypeVar("T")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch to multiprocess mode
 _PID_IN_FILENAME = re.compile(r"_(\d+)\.db$")
 
@@ -198,23 +199,21 @@ class FunctionCollector(Collector):
         return self.produce()
 
 
-class AccuracyCache:
-    """Accuracy figures from the database, recomputed at most once per period.
+class PeriodCache(Generic[T]):
+    """Figures from the database, recomputed at most once per period.
 
-    Each period's figures are computed as of the period's start (predictions made and verdicts
-    given before it), so every worker reports the same values, whenever it is scraped.
+    Each period's figures are computed as of the period's start (for accuracy: predictions made
+    and verdicts given before it), so every worker reports the same values, whenever scraped.
     """
 
-    def __init__(
-        self, compute: Callable[[float], list[VersionAccuracy]], *, period_s: float
-    ) -> None:
+    def __init__(self, compute: Callable[[float], T], *, period_s: float) -> None:
         self.compute = compute
         self.period_s = period_s
         self._lock = threading.Lock()
         self._as_of: float | None = None
-        self._figures: list[VersionAccuracy] = []
+        self._figures: T
 
-    def figures(self, now: float | None = None) -> list[VersionAccuracy]:
+    def figures(self, now: float | None = None) -> T:
         """The figures as of the start of the current period."""
         now = time.time() if now is None else now
         as_of = now - now % self.period_s if self.period_s > 0 else now

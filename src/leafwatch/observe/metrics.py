@@ -19,6 +19,7 @@ from leafwatch.errors import INVALID_IMAGE_CODES
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.schemas import FeedbackSource
 from leafwatch.storage.queries import VersionAccuracy
+from leafwatch.storage.tables import DriftReport
 
 # They bracket the latency objectives (docs/slo.md): a bucket edge on each threshold an SLO or an
 # alert uses, so `histogram_quantile` and good/total ratios are exact there, not interpolated.
@@ -39,6 +40,14 @@ MODEL_ACCURACY_FEEDBACK = "model_accuracy_feedback_count"
 MODEL_INFO = "model_info"
 MODEL_LOADED = "model_loaded"
 BUILD_INFO = "leafwatch_build_info"
+DATA_DRIFT_SCORE = "data_drift_score"
+DATA_DRIFT_FEATURE_STATISTIC = "data_drift_feature_statistic"
+DATA_DRIFT_FEATURE_DRIFTED = "data_drift_feature_drifted"
+DATA_DRIFT_DETECTED = "data_drift_detected"
+DATA_DRIFT_CONSECUTIVE_RUNS = "data_drift_consecutive_runs"
+DATA_DRIFT_RETRAINING = "data_drift_retraining_recommended"
+DATA_DRIFT_SAMPLES = "data_drift_current_samples"
+DATA_DRIFT_LAST_RUN = "data_drift_last_run_timestamp_seconds"
 
 
 class Metrics:
@@ -180,3 +189,48 @@ def build_info_family() -> GaugeMetricFamily:
     )
     family.add_metric([__version__, platform.python_version(), package_version("onnxruntime")], 1)
     return family
+
+
+def drift_families(report: DriftReport | None) -> list[GaugeMetricFamily]:
+    """The latest drift report as gauges (empty families before the first run)."""
+    score = GaugeMetricFamily(
+        DATA_DRIFT_SCORE,
+        "Drift of the current window against the reference, in [0, 1] (docs/drift.md); "
+        "absent without enough data.",
+        labels=["metric_type"],
+    )
+    statistic = GaugeMetricFamily(
+        DATA_DRIFT_FEATURE_STATISTIC,
+        "Kolmogorov-Smirnov statistic of each tested feature, current window against reference.",
+        labels=["feature"],
+    )
+    drifted = GaugeMetricFamily(
+        DATA_DRIFT_FEATURE_DRIFTED,
+        "1 when the feature drifted (Benjamini-Hochberg adjusted p-value under the level), else 0.",
+        labels=["feature"],
+    )
+    detected = GaugeMetricFamily(DATA_DRIFT_DETECTED, "1 when the latest run flagged any drift.")
+    streak = GaugeMetricFamily(
+        DATA_DRIFT_CONSECUTIVE_RUNS, "Runs in a row, up to the latest, that flagged drift."
+    )
+    retraining = GaugeMetricFamily(
+        DATA_DRIFT_RETRAINING, "1 when drift has persisted long enough to recommend retraining."
+    )
+    samples = GaugeMetricFamily(DATA_DRIFT_SAMPLES, "Predictions in the latest run's window.")
+    last_run = GaugeMetricFamily(DATA_DRIFT_LAST_RUN, "When the latest drift run ended (Unix).")
+    families = [score, statistic, drifted, detected, streak, retraining, samples, last_run]
+    if report is None:
+        return families
+    for metric_type, value in report.scores.items():
+        if value is not None:
+            score.add_metric([metric_type], value)
+    for feature in report.details.get("features", []):
+        if feature["ks_statistic"] is not None:
+            statistic.add_metric([feature["name"]], feature["ks_statistic"])
+            drifted.add_metric([feature["name"]], 1 if feature["drifted"] else 0)
+    detected.add_metric([], 1 if report.drifted else 0)
+    streak.add_metric([], report.details.get("consecutive_drifted_runs", 0))
+    retraining.add_metric([], 1 if report.retraining_recommended else 0)
+    samples.add_metric([], report.current_size)
+    last_run.add_metric([], report.run_at.timestamp())
+    return families
