@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start_export(tracer_provider, settings)
         runtime = await run_in_threadpool(open_runtime, settings, metrics, tracer_provider)
         app.state.runtime = runtime
+        # What start-up built (the model, the libraries) lives as long as the process: keeping it
+        # out of the collector's reach makes its full collections short pauses, not 100 ms ones.
+        gc.freeze()
         scheduler = None
         if settings.drift_interval_seconds > 0:
             scheduler = asyncio.create_task(

@@ -1,5 +1,6 @@
 """Structured logs: JSON lines (or a readable console) with request, trace and model context."""
 
+import functools
 import logging
 import logging.handlers
 import re
@@ -54,18 +55,26 @@ def redact_secrets(_logger: WrappedLogger, _name: str, event: EventDict) -> Even
     return event
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def _redact(key: str, value: Any) -> Any:
-    if _SECRET_KEY.search(key):
+    if _secret_key(key):
         return REDACTED
     if isinstance(value, str):
-        return _SECRET_IN_TEXT.sub(_keep_name, value)
+        # Both patterns need a space or an "=": most values (routes, ids) have neither.
+        if " " in value or "=" in value:
+            return _SECRET_IN_TEXT.sub(_keep_name, value)
+        return value
     if isinstance(value, dict):
         return {k: _redact(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         # Header lists: [(name, value), ...]
         return [
             (item[0], REDACTED)
-            if isinstance(item, tuple) and len(item) == 2 and _SECRET_KEY.search(str(item[0]))
+            if isinstance(item, tuple) and len(item) == 2 and _secret_key(str(item[0]))
             else _redact("", item)
             for item in value
         ]
@@ -102,7 +111,7 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    json_lines = structlog.stdlib.ProcessorFormatter(
+    json_lines = _FormatOnce(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -159,12 +168,37 @@ def _file_handler(settings: Settings) -> logging.Handler:
         # Several processes cannot share a size-rotated file without losing lines when two rotate
         # at once: each appends whole lines, and logrotate rotates (the handler reopens).
         return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-    return logging.handlers.RotatingFileHandler(
+    return _SizeRotatingFileHandler(
         path,
         maxBytes=settings.log_file_max_bytes,
         backupCount=settings.log_file_backups,
         encoding="utf-8",
     )
+
+
+class _FormatOnce(structlog.stdlib.ProcessorFormatter):
+    """Render a record once for every handler that shares this formatter (stdout and file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cache: dict[int, str] = record.__dict__.setdefault("_leafwatch_lines", {})
+        line = cache.get(id(self))
+        if line is None:
+            line = cache[id(self)] = super().format(record)
+        return line
+
+
+class _SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Size rotation, checked from the open file's position."""
+
+    # The standard check formats each line a second time and asks the file system twice whether
+    # the log is a regular file: a third of a request's logging cost.
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.maxBytes <= 0:
+            return False
+        if self.stream is None:
+            self.stream = self._open()
+        line = self.format(record) + self.terminator
+        return self.stream.tell() + len(line.encode("utf-8")) > self.maxBytes
 
 
 LOGGED_MARK = "_leafwatch_logged"

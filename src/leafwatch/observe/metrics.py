@@ -106,12 +106,34 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # Zero-valued series from the start, so rate() and increase() see the first event.
         for reason in INVALID_IMAGE_CODES:
             self.rejected_uploads.labels(reason=reason)
         for is_correct in ("true", "false"):
             for source in get_args(FeedbackSource):
                 self.feedback.labels(is_correct=is_correct, feedback_source=source)
+
+    def record_request(
+        self,
+        *,
+        method: str,
+        endpoint: str,
+        status: int,
+        seconds: float,
+        exemplar: dict[str, str] | None,
+    ) -> None:
+        """Count one answered request and observe its latency."""
+        key = (method, endpoint, status)
+        series = self._request_series.get(key)
+        if series is None:
+            # labels() takes a lock and builds a key each time: the series are looked up once.
+            series = self._request_series[key] = (
+                self.requests.labels(method=method, endpoint=endpoint, status=str(status)),
+                self.request_latency.labels(method=method, endpoint=endpoint),
+            )
+        series[0].inc()
+        series[1].observe(seconds, exemplar=exemplar)
 
     def prepare_model(self, model_version: str) -> None:
         """Create a model version's series at zero, before its first prediction."""
