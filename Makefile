@@ -32,6 +32,11 @@ tools:
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/predict.py
 
+# wrk, a C load generator, leaves the server more CPU than a Python one would (the fallback).
+bench-instrumentation: $(TEST_STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/instrumentation.py
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
