@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await scheduler
             runtime.close()
+            gc.unfreeze()  # what start-up built is collectable again once the app stops
             tracer_provider.shutdown()  # sends the spans still queued
             if directory is not None:
                 mark_dead(os.getpid(), directory)

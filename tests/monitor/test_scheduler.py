@@ -5,7 +5,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from leafwatch.monitor.scheduler import every, period_start, run_claimed
 from leafwatch.storage import db
@@ -62,6 +62,11 @@ def test_a_failed_run_is_recorded_and_the_schedule_goes_on(engine: Engine) -> No
         if len(calls) == 1:
             raise RuntimeError("first run breaks")
 
+    def ended() -> int:
+        with sessions() as session:
+            query = select(func.count()).select_from(JobRun).where(JobRun.status != "running")
+            return int(session.scalar(query) or 0)
+
     async def two_periods() -> None:
         task = asyncio.create_task(
             every(
@@ -72,7 +77,8 @@ def test_a_failed_run_is_recorded_and_the_schedule_goes_on(engine: Engine) -> No
                 clock=lambda: next(ticks),
             )
         )
-        while len(calls) < 2:
+        # Two periods ended (recorded), not merely started: the recording runs in a thread.
+        while ended() < 2:
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
