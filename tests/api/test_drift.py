@@ -1,5 +1,6 @@
 """Drift over HTTP and in the service's schedule: reports, the admin token, the metrics."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_the_schedule_runs_once_per_period_across_replicas(
                 reports = session.scalar(select(func.count()).select_from(DriftReport))
                 if claims and reports:
                     break
-                __import__("time").sleep(0.1)
+                time.sleep(0.1)
         engine.dispose()
     finally:
         for client in clients:

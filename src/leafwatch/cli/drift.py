@@ -20,7 +20,7 @@ def drift(
 ) -> None:
     """Test the served model's recent traffic for drift now, store the report and print it."""
     from leafwatch.api.drift import drift_report_out
-    from leafwatch.model.registry import LocalModelRegistry
+    from leafwatch.cli.main import _registry
     from leafwatch.service.drift import run_for_model
     from leafwatch.storage import db
 
@@ -29,8 +29,7 @@ def drift(
     try:
         if settings.should_migrate_on_start():
             db.upgrade(engine)
-        registry = LocalModelRegistry(settings.resolved_model_dir(), settings.model_name)
-        registry.ensure_seeded()
+        registry = _registry()
         status = console.status("testing the current window against the reference")
         with status, db.make_sessionmaker(engine)() as session:
             report = drift_report_out(

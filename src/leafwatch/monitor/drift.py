@@ -225,19 +225,15 @@ def run_drift(
 
 
 def _streak(session: Session, *, model_version: str) -> int:
-    """Drifted runs in a row, newest first, before this one (not-enough-data runs are skipped)."""
-    statuses = session.scalars(
-        select(DriftReport.status)
+    """Drifted runs in a row before this one, as the last tested run recorded it."""
+    # Each report stores its own streak; not-enough-data runs neither break nor extend it.
+    details = session.scalar(
+        select(DriftReport.details)
         .where(DriftReport.model_version == model_version, DriftReport.status != "not_enough_data")
         .order_by(DriftReport.run_at.desc(), DriftReport.id.desc())
-        .limit(1000)
+        .limit(1)
     )
-    streak = 0
-    for status in statuses:
-        if status != "drift":
-            break
-        streak += 1
-    return streak
+    return int(details.get("consecutive_drifted_runs", 0)) if details else 0
 
 
 def _format_shares(sample: FeatureSample) -> dict[str, float]:
