@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the monitoring tools the tests run for real (Debian packages) when they are missing:
-# prometheus (promtool) and prometheus-alertmanager (amtool).
+# prometheus (promtool), prometheus-alertmanager (amtool) and prometheus-node-exporter.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v prometheus-node-exporter >/dev/null 2>&1 || missing+=(prometheus-node-exporter)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from leafwatch import __version__
-from leafwatch.api import drift, feedback, health, predict, predictions
+from leafwatch.api import drift, faults, feedback, health, predict, predictions
 from leafwatch.api import metrics as metrics_route
 from leafwatch.api.errors import install_error_handlers
 from leafwatch.config import Settings
@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Banana-leaf Black Sigatoka prediction with production monitoring built in.",
         lifespan=lifespan,
+        # The fault switch touches every route, so it costs nothing unless switched on.
+        dependencies=[Depends(faults.inject_faults)] if settings.faults_enabled else None,
     )
     install_error_handlers(app)
     for router in (
@@ -81,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(metrics_route.router)
+    if settings.faults_enabled:
+        app.include_router(faults.router)
     # Added last, so it wraps every other middleware: it sees every request and every failure.
     app.add_middleware(
         ObserveMiddleware,

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     retraining_webhook_url_file: Path | None = Field(
         None, description="File holding that URL (instead of retraining_webhook_url)."
     )
+    faults_enabled: bool = Field(
+        False, description="Turn on the fault switch, POST /api/v1/admin/faults (tests, demos)."
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin endpoints; unset: they are refused."
     )

@@ -101,4 +101,18 @@ class ModelRegistryError(LeafWatchError):
     status_code = HTTPStatus.CONFLICT
 
 
+class UnknownRoute(LeafWatchError):
+    """A fault asked for a route the app does not have."""
+
+    code = "unknown_route"
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class FaultInjected(LeafWatchError):
+    """A server error injected on purpose through the admin fault switch."""
+
+    code = "injected_fault"
+    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
 INVALID_IMAGE_CODES = tuple(InvalidImage.STATUS_BY_CODE)

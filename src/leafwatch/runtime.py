@@ -29,6 +29,7 @@ from leafwatch.observe.exposition import (
 from leafwatch.observe.metrics import Metrics
 from leafwatch.observe.tracing import instrument_engine
 from leafwatch.service import drift
+from leafwatch.service.faults import FaultSwitch
 from leafwatch.service.predict import Predictor
 from leafwatch.storage import db, queries
 from leafwatch.storage.images import LocalImageStore
@@ -55,6 +56,7 @@ class Runtime:
     classifier: OnnxClassifier | None = None
     model: ModelVersionInfo | None = None
     model_error: str | None = field(default=None)
+    faults: FaultSwitch | None = None
 
     def predictor(self) -> Predictor:
         """The predictor over the loaded model; raises ModelNotReady when none is loaded."""
@@ -112,6 +114,8 @@ def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
         images=LocalImageStore(settings.resolved_image_dir()),
         registry=LocalModelRegistry(settings.resolved_model_dir(), settings.model_name),
     )
+    if settings.faults_enabled:
+        runtime.faults = FaultSwitch(runtime.sessions, metrics)
     runtime.exposition.extra.extend(scrape_figures(runtime))
     load_model(runtime)
     return runtime
@@ -126,12 +130,16 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
             return names.model_families(runtime.settings.model_name, None)
         return names.model_families(classifier.name, classifier.version)
 
-    def compute_accuracy(as_of: float) -> list[queries.VersionAccuracy]:
+    def compute_accuracy(
+        as_of: float,
+    ) -> tuple[list[queries.VersionAccuracy], list[queries.VersionAccuracy]]:
+        moment = datetime.fromtimestamp(as_of, UTC)
         with runtime.sessions() as session:
-            return queries.accuracy_by_version(
-                session,
-                as_of=datetime.fromtimestamp(as_of, UTC),
-                windows=names.ACCURACY_WINDOWS,
+            return tuple(  # type: ignore[return-value]
+                queries.accuracy_by_version(
+                    session, as_of=moment, windows=names.ACCURACY_WINDOWS, by_class=by_class
+                )
+                for by_class in (False, True)
             )
 
     period = runtime.settings.metrics_cache_seconds
@@ -148,7 +156,7 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
 
     def accuracy() -> Sequence[Metric]:
         try:
-            return names.accuracy_families(cache.figures())
+            return names.accuracy_families(*cache.figures())
         except SQLAlchemyError:  # a scrape still answers; readiness reports the database
             log.warning("accuracy figures skipped: the database could not be read", exc_info=True)
             return []

@@ -224,3 +224,43 @@ class DriftReportOut(BaseModel):
         "class, confidence and embedding tests."
     )
     seconds: float = Field(description="How long the run took.")
+
+
+class FaultIn(BaseModel):
+    """A fault to inject on one route: added latency, a share of 5xx answers, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    route: str = Field(description="Route template, as in the metrics, e.g. /api/v1/predict.")
+    latency_ms: Annotated[int, Field(ge=0, le=60_000)] = Field(
+        0, description="Added to every request of the route, in milliseconds."
+    )
+    error_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        0, description="Share of the route's requests answered 500 injected_fault."
+    )
+    duration_seconds: Annotated[float, Field(gt=0, le=86_400)] | None = Field(
+        None, description="The fault clears itself after this long; default: until cleared."
+    )
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Self:
+        if self.latency_ms == 0 and self.error_ratio == 0:
+            raise ValueError("a fault needs latency_ms > 0 or error_ratio > 0 (DELETE clears)")
+        return self
+
+
+class FaultOut(BaseModel):
+    """A fault in force."""
+
+    route: str
+    latency_ms: int
+    error_ratio: float
+    set_at: datetime
+    expires_at: datetime | None
+
+
+class FaultsOut(BaseModel):
+    """The faults in force, and how many a DELETE removed."""
+
+    faults: list[FaultOut]
+    removed: int | None = None

@@ -98,6 +98,20 @@ def test_accuracy_per_window_comes_from_the_effective_verdicts(
         labels = {"model_version": "1", "time_window": window}
         assert total(text, "model_accuracy_feedback_count", **labels) == count, window
         assert total(text, "model_accuracy", **labels) == accuracy, window
+    # The same verdicts split by predicted class: (prediction, age in hours, effective verdict).
+    judged = [(p, 0, True) for p in recent[:3]] + [(recent[3], 0, False)]
+    judged += [(hours_old, 3, False), (days_old, 48, True)]
+    for window, hours in {"1h": 1, "24h": 24, "7d": 168}.items():
+        by_class: dict[str, list[bool]] = {}
+        for prediction, age, right in judged:
+            if age < hours:
+                by_class.setdefault(str(prediction["predicted_class_name"]), []).append(right)
+        for name, verdicts in by_class.items():
+            labels = {"model_version": "1", "predicted_class": name, "time_window": window}
+            assert total(text, "model_class_accuracy_feedback_count", **labels) == len(verdicts)
+            assert total(text, "model_class_accuracy", **labels) == sum(verdicts) / len(verdicts)
+        counted = total(text, "model_class_accuracy_feedback_count", time_window=window)
+        assert counted == expected[window][0]
     assert total(text, "feedback_submissions_total") == 8
     assert total(text, "feedback_submissions_total", is_correct="false") == 2
     assert total(text, "feedback_submissions_total", feedback_source="expert_review") == 1

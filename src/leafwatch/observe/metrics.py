@@ -35,8 +35,11 @@ ACCURACY_WINDOWS = {
 
 API_REQUESTS = "api_requests_total"
 API_ERROR_RATE = "api_error_rate"
+INJECTED_FAULTS = "api_injected_faults_total"
 MODEL_ACCURACY = "model_accuracy"
 MODEL_ACCURACY_FEEDBACK = "model_accuracy_feedback_count"
+MODEL_CLASS_ACCURACY = "model_class_accuracy"
+MODEL_CLASS_ACCURACY_FEEDBACK = "model_class_accuracy_feedback_count"
 MODEL_INFO = "model_info"
 MODEL_LOADED = "model_loaded"
 BUILD_INFO = "leafwatch_build_info"
@@ -106,6 +109,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.injected_faults = Counter(
+            INJECTED_FAULTS,
+            "Faults injected through the admin fault switch, by route template and kind.",
+            ["endpoint", "kind"],
+            registry=registry,
+        )
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # Zero-valued series from the start, so rate() and increase() see the first event.
         for reason in INVALID_IMAGE_CODES:
@@ -168,8 +177,10 @@ def error_rate_family(rates: Mapping[str, float]) -> GaugeMetricFamily:
     return family
 
 
-def accuracy_families(figures: Iterable[VersionAccuracy]) -> list[GaugeMetricFamily]:
-    """`model_accuracy` and the number of reviewed predictions behind each figure."""
+def accuracy_families(
+    figures: Iterable[VersionAccuracy], by_class: Iterable[VersionAccuracy] = ()
+) -> list[GaugeMetricFamily]:
+    """`model_accuracy`, per predicted class too, and the reviewed predictions behind each."""
     accuracy = GaugeMetricFamily(
         MODEL_ACCURACY,
         "Share of reviewed predictions that were right, over predictions made in the window.",
@@ -180,12 +191,27 @@ def accuracy_families(figures: Iterable[VersionAccuracy]) -> list[GaugeMetricFam
         "Reviewed predictions (one effective verdict each) behind model_accuracy.",
         labels=["model_version", "time_window"],
     )
+    class_accuracy = GaugeMetricFamily(
+        MODEL_CLASS_ACCURACY,
+        "Share of reviewed predictions of each predicted class that were right (its precision).",
+        labels=["model_version", "predicted_class", "time_window"],
+    )
+    class_count = GaugeMetricFamily(
+        MODEL_CLASS_ACCURACY_FEEDBACK,
+        "Reviewed predictions of each predicted class behind model_class_accuracy.",
+        labels=["model_version", "predicted_class", "time_window"],
+    )
     for figure in figures:
         labels = [figure.model_version, figure.window]
         count.add_metric(labels, figure.reviewed)
         if figure.reviewed:
             accuracy.add_metric(labels, figure.correct / figure.reviewed)
-    return [accuracy, count]
+    for figure in by_class:
+        labels = [figure.model_version, figure.predicted_class or "", figure.window]
+        class_count.add_metric(labels, figure.reviewed)
+        if figure.reviewed:
+            class_accuracy.add_metric(labels, figure.correct / figure.reviewed)
+    return [accuracy, count, class_accuracy, class_count]
 
 
 def model_families(model_name: str, model_version: str | None) -> list[GaugeMetricFamily]:

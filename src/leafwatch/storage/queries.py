@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import Select, and_, case, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,7 @@ from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.monitor.features import PredictionFeatures
 from leafwatch.storage.tables import (
     Feedback,
+    InjectedFault,
     ModelVersion,
     Prediction,
     PredictionFeatureRow,
@@ -209,22 +210,23 @@ def feedback_stats(session: Session, *, since: datetime) -> FeedbackStats:
 
 @dataclass(frozen=True, slots=True)
 class VersionAccuracy:
-    """Verdicts on one model version's predictions over one window."""
+    """Verdicts on one model version's predictions over one window (of one predicted class)."""
 
     model_version: str
     window: str
     reviewed: int
     correct: int
+    predicted_class: str | None = None
 
 
 def accuracy_by_version(
-    session: Session, *, as_of: datetime, windows: dict[str, timedelta]
+    session: Session, *, as_of: datetime, windows: dict[str, timedelta], by_class: bool = False
 ) -> list[VersionAccuracy]:
     """For each window ending at `as_of`, reviewed and correct predictions per model version.
 
     A version appears, with every window, when it has a verdict in the longest window.
     Predictions made in the window count, each judged by its effective verdict given by `as_of`;
-    one query computes every window.
+    one query computes every window. `by_class` splits each figure by predicted class.
     """
     verdicts = effective_verdicts(given_by=as_of).subquery("verdicts")
     correct = case((verdicts.c.is_correct, 1), else_=0)
@@ -235,19 +237,24 @@ def accuracy_by_version(
             func.coalesce(func.sum(case((inside, 1), else_=0)), 0),
             func.coalesce(func.sum(case((inside, correct), else_=0)), 0),
         ]
+    groups: list[Any] = [Prediction.model_version]
+    if by_class:
+        groups.append(Prediction.predicted_class_name)
     query = (
-        select(Prediction.model_version, *columns)
+        select(*groups, *columns)
         .select_from(Prediction)
         .join(verdicts, verdicts.c.prediction_id == Prediction.id)
         .where(Prediction.timestamp >= as_of - max(windows.values()), Prediction.timestamp < as_of)
-        .group_by(Prediction.model_version)
-        .order_by(Prediction.model_version)
+        .group_by(*groups)
+        .order_by(*groups)
     )
     figures = []
-    for version, *counts in session.execute(query):
+    for row in session.execute(query):
+        version, predicted = row[0], row[1] if by_class else None
+        counts = row[len(groups) :]
         for index, name in enumerate(windows):
             reviewed, right = int(counts[2 * index]), int(counts[2 * index + 1])
-            figures.append(VersionAccuracy(version, name, reviewed, right))
+            figures.append(VersionAccuracy(version, name, reviewed, right, predicted))
     return figures
 
 
@@ -279,6 +286,43 @@ def record_model_version(
             existing = session.scalars(query).one()
     existing.last_served_at = now
     session.commit()
+
+
+def set_fault(
+    session: Session,
+    *,
+    route: str,
+    latency_ms: int,
+    error_ratio: float,
+    expires_at: datetime | None,
+) -> InjectedFault:
+    """Inject a fault on a route, replacing the one it had."""
+    fault = session.get(InjectedFault, route) or InjectedFault(route=route)
+    fault.latency_ms, fault.error_ratio = latency_ms, error_ratio
+    fault.set_at, fault.expires_at = utcnow(), expires_at
+    session.add(fault)
+    session.commit()
+    return fault
+
+
+def clear_faults(session: Session, *, route: str | None = None) -> int:
+    """Remove the injected faults (of one route, or all); returns how many there were."""
+    query = delete(InjectedFault)
+    if route is not None:
+        query = query.where(InjectedFault.route == route)
+    removed = session.execute(query).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return int(removed or 0)
+
+
+def active_faults(session: Session, *, now: datetime) -> list[InjectedFault]:
+    """The injected faults that have not expired by `now`."""
+    query = (
+        select(InjectedFault)
+        .where(or_(InjectedFault.expires_at.is_(None), InjectedFault.expires_at > now))
+        .order_by(InjectedFault.route)
+    )
+    return list(session.scalars(query))
 
 
 def _encode_cursor(timestamp: datetime, row_id: uuid.UUID) -> str:

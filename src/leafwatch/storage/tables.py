@@ -205,3 +205,15 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16), default="running")
+
+
+class InjectedFault(Base):
+    """A fault injected on one route through the admin fault switch (tests and demonstrations)."""
+
+    __tablename__ = "injected_faults"
+
+    route: Mapped[str] = mapped_column(String(256), primary_key=True)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error_ratio: Mapped[float] = mapped_column(Float)
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
