@@ -30,7 +30,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings)
     directory = multiprocess_dir()
-    metrics = Metrics(instrument_registry(multiprocess=directory is not None))
+    multiprocess = directory is not None
+    metrics = Metrics(instrument_registry(multiprocess=multiprocess), multiprocess=multiprocess)
     # Each worker process builds its own app, so each has its own provider and export thread.
     tracer_provider = make_tracer_provider(settings)
 

@@ -12,8 +12,10 @@ from leafwatch.storage import db
 router = APIRouter(tags=["health"])
 
 
+# Answered on the event loop, not in the thread pool: a pool busy with slow requests does not
+# make a live process look dead, and a stuck event loop, which is what liveness is for, does.
 @router.get("/health", response_model=HealthOut)
-def health() -> HealthOut:
+async def health() -> HealthOut:
     """The process is alive (it answers); says nothing of the database or the model."""
     return HealthOut(status="ok")
 

@@ -1,7 +1,7 @@
 """The outermost ASGI middleware: per HTTP exchange, a request id, one count, one latency sample
 and one access-log line, all with the same route, status and duration."""
 
-import os
+import random
 import re
 import time
 from collections.abc import Callable
@@ -11,7 +11,7 @@ import structlog
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from leafwatch.observe.logs import current_scope
+from leafwatch.observe.logs import RequestContext, current_request
 from leafwatch.observe.metrics import Metrics
 
 # Labels stay bounded whatever clients send: unknown methods and unmatched paths share one value.
@@ -63,13 +63,9 @@ class ObserveMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Each request runs in its own task, with its own copy of these context variables.
-        current_scope.set(scope)
-        request_id = _request_id(scope)
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id, method=scope["method"])
         exchange = _Exchange(scope, receive, send, self)
-        exchange.request_id = request_id.encode()
+        # Each request runs in its own task, with its own copy of this context variable.
+        current_request.set(RequestContext(scope, exchange.request_id))
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except BaseException:
@@ -81,22 +77,33 @@ class ObserveMiddleware:
 class _Exchange:
     """One request's bookkeeping: its status, when it ended, whether the client left early."""
 
+    __slots__ = (
+        "_receive",
+        "_send",
+        "disconnected",
+        "exemplar",
+        "finished",
+        "options",
+        "request_id",
+        "scope",
+        "started",
+        "status",
+    )
+
     def __init__(
         self, scope: Scope, receive: Receive, send: Send, options: "ObserveMiddleware"
     ) -> None:
+        self.started = time.perf_counter()
         self.scope = scope
         self._receive = receive
         self._send = send
-        self.metrics = options.metrics
-        self.exemplar_source = options.exemplar
-        self.log_requests = options.log_requests
-        self.started = time.perf_counter()
+        self.options = options
+        self.request_id = _request_id(scope)
         self.status: int | None = None
         self.exemplar: dict[str, str] | None = None
         self.disconnected = False
         self.finished = False
-        self.request_id = b""
-        self.metrics.active_requests.inc()
+        options.metrics.request_started()
 
     async def receive(self) -> Message:
         message = await self._receive()
@@ -131,7 +138,7 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            self.exemplar = self.exemplar_source()
+            self.exemplar = self.options.exemplar()
             # Asked once, as the answer starts: a client gone by now left before its answer. An
             # answer within a millisecond was not waited for: there is nothing to give up on.
             waited = time.perf_counter() - self.started >= MIN_WAIT_S
@@ -139,7 +146,10 @@ class _Exchange:
                 self.disconnected = True
             message = {
                 **message,
-                "headers": [*message.get("headers", ()), (REQUEST_ID_HEADER, self.request_id)],
+                "headers": [
+                    *message.get("headers", ()),
+                    (REQUEST_ID_HEADER, self.request_id.encode("latin-1")),
+                ],
             }
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             try:
@@ -161,11 +171,12 @@ class _Exchange:
         method = self.scope["method"]
         method = method if method in KNOWN_METHODS else OTHER_METHOD
         endpoint = _route_template(self.scope)
-        self.metrics.record_request(
+        metrics = self.options.metrics
+        metrics.record_request(
             method=method, endpoint=endpoint, status=status, seconds=elapsed, exemplar=self.exemplar
         )
-        self.metrics.active_requests.dec()
-        if self.log_requests:
+        metrics.request_ended()
+        if self.options.log_requests:
             access_log.info(
                 "request",
                 route=endpoint,
@@ -179,7 +190,8 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER and _SANE_REQUEST_ID.fullmatch(value):
             return str(value.decode("ascii"))
-    return os.urandom(16).hex()
+    # An id for finding a request's lines, not a secret: no need for the system's entropy.
+    return format(random.getrandbits(128), "032x")
 
 
 def _route_template(scope: Scope) -> str:
