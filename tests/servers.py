@@ -1,13 +1,16 @@
-"""Real servers for tests: `leafwatch serve` on a free 127.0.0.1 port, stopped afterwards."""
+"""Real servers for tests on free 127.0.0.1 ports, stopped afterwards: LeafWatch, receivers."""
 
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.types import ASGIApp
@@ -62,8 +65,6 @@ def leafwatch_serve(
 @contextmanager
 def uvicorn_thread(app: ASGIApp) -> Iterator[str]:
     """Serve an app object with a real uvicorn in a thread (for apps a test has added routes to)."""
-    import threading
-
     import uvicorn
 
     config = uvicorn.Config(
@@ -82,3 +83,38 @@ def uvicorn_thread(app: ASGIApp) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
+    """The first truthy result of `check`, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.25)
+
+
+@contextmanager
+def receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """An HTTP server on 127.0.0.1 that records every POST (path, body) and answers 200."""
+    received: list[tuple[str, bytes]] = []
+
+    class Record(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

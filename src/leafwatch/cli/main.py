@@ -11,6 +11,7 @@ from rich.table import Table
 
 from leafwatch.cli import data
 from leafwatch.cli.drift import drift
+from leafwatch.cli.stack import stack_app
 from leafwatch.config import Settings
 from leafwatch.errors import ModelRegistryError
 
@@ -26,6 +27,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 model_app = typer.Typer(help="Model versions in the registry.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
+app.add_typer(stack_app, name="stack")
 console = Console()
 app.command()(data.generate)
 app.command()(data.train)
