@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck pytest postgres tools bench clean
+.PHONY: run test lint typecheck pytest postgres tools stack bench bench-instrumentation clean
 
 run: $(RUN_STAMP)
 	$(BIN)/leafwatch serve
@@ -28,6 +28,11 @@ postgres:
 # promtool and amtool: the tests check metrics, rules and routing with the real tools.
 tools:
 	@scripts/ensure-tools.sh
+
+# The real Prometheus and Alertmanager (Debian packages) with deploy/'s configuration, against
+# a LeafWatch that `make run` serves; Ctrl-C stops both.
+stack: $(RUN_STAMP) tools
+	$(BIN)/leafwatch stack up
 
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/predict.py
