@@ -24,35 +24,37 @@ def free_port() -> int:
 
 
 @contextmanager
-def leafwatch_serve(
-    workdir: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run `leafwatch serve` with its var dir under `workdir` until the block ends."""
-    port = free_port()
-    environment = {**os.environ, "LEAFWATCH_VAR_DIR": str(workdir / "var"), **(env or {})}
-    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = workdir / f"serve-{port}.log"
+def running(
+    command: list[str],
+    *,
+    ready_url: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 30,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server until the block ends, once `ready_url` answers 200; its output goes to `log`."""
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "leafwatch", "serve", "--port", str(port), *args],
-            env=environment,
-            cwd=workdir,
+            command,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + ready_timeout
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"leafwatch serve did not start: {log.read_text()}")
-            time.sleep(0.2)
-        yield url, process
+                raise AssertionError(f"{command[0]} did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield process
     finally:
         process.terminate()
         try:
@@ -60,6 +62,27 @@ def leafwatch_serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def leafwatch_serve(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run `leafwatch serve` with its var dir under `workdir` until the block ends."""
+    port = free_port()
+    environment = {**os.environ, "LEAFWATCH_VAR_DIR": str(workdir / "var"), **(env or {})}
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "leafwatch", "serve", "--port", str(port), *args]
+    with running(
+        command,
+        ready_url=f"{url}/ready",
+        log=workdir / f"serve-{port}.log",
+        env=environment,
+        cwd=workdir,
+        timeout=ready_timeout,
+    ) as process:
+        yield url, process
 
 
 @contextmanager

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.servers import free_port
+from tests.servers import free_port, running
 
 ALERTMANAGER_DIR = Path(__file__).resolve().parents[2] / "deploy" / "alertmanager"
 CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
@@ -387,35 +386,16 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     assert binary, "Alertmanager is missing: `make tools` installs prometheus-alertmanager"
     port = free_port()
-    log = tmp_path / "alertmanager.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={overlay}",
-                f"--storage.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    command = [
+        binary,
+        f"--config.file={overlay}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"Alertmanager did not start: {log.read_text()}")
-            time.sleep(0.1)
+    with running(command, ready_url=f"{url}/-/ready", log=tmp_path / "alertmanager.log"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_a_running_alertmanager_hides_what_an_outage_and_a_page_make_redundant(

@@ -9,7 +9,6 @@ return data wherever that traffic makes some.
 import json
 import shutil
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -34,7 +33,7 @@ from tests.deploy.test_grafana_dashboards import (
     selectors,
     substitute,
 )
-from tests.servers import free_port, leafwatch_serve
+from tests.servers import free_port, leafwatch_serve, running
 
 pytestmark = pytest.mark.slow
 
@@ -271,7 +270,7 @@ def node_exporter(workdir: Path) -> Iterator[str | None]:
         return
     address = f"127.0.0.1:{free_port()}"
     command = [NODE_EXPORTER_BINARY, f"--web.listen-address={address}"]
-    with running(command, workdir / "node-exporter.log", f"http://{address}/metrics"):
+    with running(command, ready_url=f"http://{address}/metrics", log=workdir / "node-exporter.log"):
         yield address
 
 
@@ -298,7 +297,7 @@ def prometheus_server(workdir: Path, leafwatch: str, host: str | None) -> Iterat
         f"--storage.tsdb.path={workdir / 'prometheus'}",
         f"--web.listen-address={address}",
     ]
-    with running(command, workdir / "prometheus.log", f"http://{address}/-/ready"):
+    with running(command, ready_url=f"http://{address}/-/ready", log=workdir / "prometheus.log"):
         yield Prometheus(f"http://{address}")
 
 
@@ -318,34 +317,6 @@ def evaluated_every_second(files: list[Path], directory: Path) -> list[Path]:
         copy.write_text(yaml.safe_dump(document, sort_keys=False))
         copies.append(copy)
     return copies
-
-
-@contextmanager
-def running(command: list[str], log: Path, ready_url: str) -> Iterator[None]:
-    """Run a server until the block ends, once `ready_url` answers 200."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{command[0]} did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def send_traffic(url: str) -> None:
