@@ -52,7 +52,7 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 
 # torch==2.13.0 (the [train] extra) installs a CPU build from this machine's disk.
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,train]'
+	$(BIN)/pip install --quiet -e '.[dev,train,mlflow]'
 	touch $@ $(RUN_STAMP)
 
 clean:

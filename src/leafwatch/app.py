@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import structlog
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -22,7 +23,19 @@ from leafwatch.observe.logs import configure_logging
 from leafwatch.observe.metrics import Metrics
 from leafwatch.observe.middleware import ObserveMiddleware, no_exemplar, trace_exemplar
 from leafwatch.observe.tracing import instrument_app, make_tracer_provider, start_export
-from leafwatch.runtime import open_runtime
+from leafwatch.runtime import Runtime, open_runtime
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+async def poll_model(runtime: Runtime, seconds: float) -> None:
+    """Look for a new production version every `seconds`, and serve it when there is one."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await run_in_threadpool(runtime.reload_model)
+        except Exception:  # the registry may be away for a while: keep serving what is loaded
+            log.warning("the production model version could not be checked", exc_info=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,13 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     work=runtime.scheduled_drift,
                 )
             )
+        tasks = [scheduler] if scheduler is not None else []
+        if settings.model_poll_seconds > 0:
+            tasks.append(asyncio.create_task(poll_model(runtime, settings.model_poll_seconds)))
         try:
             yield
         finally:
-            if scheduler is not None:
-                scheduler.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await scheduler
+                    await task
             runtime.close()
             gc.unfreeze()  # what start-up built is collectable again once the app stops
             tracer_provider.shutdown()  # sends the spans still queued

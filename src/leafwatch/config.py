@@ -32,6 +32,19 @@ class Settings(BaseSettings):
         None, description="Local model registry; default var_dir/models."
     )
     model_name: str = Field(DEFAULT_MODEL_NAME, description="Registered model name to serve.")
+    model_uri: str | None = Field(
+        None,
+        description=(
+            "MLflow model to serve, models:/NAME@ALIAS (or models:/NAME/STAGE); "
+            "unset: the local registry."
+        ),
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking and registry URI; unset: MLflow's own default."
+    )
+    model_poll_seconds: Annotated[float, Field(ge=0)] = Field(
+        30, description="How often a new production version is looked for; 0: never."
+    )
     max_upload_bytes: Annotated[int, Field(gt=0)] = Field(
         10 * 1024 * 1024, description="Largest accepted upload, in bytes."
     )

@@ -1,5 +1,6 @@
 """What a running LeafWatch process holds: database, image store, registry and the loaded model."""
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from leafwatch.config import Settings
 from leafwatch.errors import DriftUnavailable, ModelNotReady
 from leafwatch.model.classifier import OnnxClassifier
-from leafwatch.model.registry import LocalModelRegistry, ModelVersionInfo
+from leafwatch.model.registry import ModelRegistry, ModelVersionInfo, open_registry
 from leafwatch.monitor.drift import latest_report
 from leafwatch.observe import metrics as names
 from leafwatch.observe.exposition import (
@@ -49,7 +50,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     images: LocalImageStore
-    registry: LocalModelRegistry
+    registry: ModelRegistry
     io: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="leafwatch-io")
     )
@@ -57,6 +58,8 @@ class Runtime:
     model: ModelVersionInfo | None = None
     model_error: str | None = field(default=None)
     faults: FaultSwitch | None = None
+    # One model load at a time: the poll and an admin call may both find a new version.
+    loading: threading.Lock = field(default_factory=threading.Lock)
 
     def predictor(self) -> Predictor:
         """The predictor over the loaded model; raises ModelNotReady when none is loaded."""
@@ -71,6 +74,21 @@ class Runtime:
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_image_pixels,
         )
+
+    def reload_model(self) -> str | None:
+        """Serve the production version if it has changed; returns the new version, or None.
+
+        The new version is loaded while the old one serves; requests already answering keep the
+        classifier they started with, so they finish on the old version.
+        """
+        with self.loading:
+            info = self.registry.production()
+            if self.classifier is not None and self.classifier.version == info.version:
+                return None
+            previous = self.classifier.version if self.classifier is not None else None
+            serve_version(self, info)
+        log.info("model version changed", model_version=info.version, previous=previous)
+        return info.version
 
     def run_drift(self) -> DriftReport:
         """Run drift detection for the served version now; raises DriftUnavailable."""
@@ -112,7 +130,7 @@ def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
         engine=engine,
         sessions=db.make_sessionmaker(engine),
         images=LocalImageStore(settings.resolved_image_dir()),
-        registry=LocalModelRegistry(settings.resolved_model_dir(), settings.model_name),
+        registry=open_registry(settings),
     )
     if settings.faults_enabled:
         runtime.faults = FaultSwitch(runtime.sessions, metrics)
@@ -175,29 +193,28 @@ def load_model(runtime: Runtime) -> None:
     """Load the production model; on failure keep serving, not ready, and say why."""
     try:
         runtime.registry.ensure_seeded()
-        info = runtime.registry.production()
-        runtime.classifier = OnnxClassifier(
-            info.model_path,
-            info.card,
-            version=info.version,
-            threads=runtime.settings.inference_threads,
-        )
-        runtime.model = info
-        runtime.model_error = None
-        runtime.metrics.prepare_model(info.version)
+        serve_version(runtime, runtime.registry.production())
     except Exception as exc:  # a broken model file must not take the whole service down
         runtime.classifier = None
         runtime.model = None
         runtime.model_error = f"{type(exc).__name__}: {exc}"
         log.exception("model could not be loaded", model_name=runtime.settings.model_name)
-        return
+
+
+def serve_version(runtime: Runtime, info: ModelVersionInfo) -> None:
+    """Load a version and make it the one new requests use."""
+    classifier = OnnxClassifier(
+        info.model_path, info.card, version=info.version, threads=runtime.settings.inference_threads
+    )
+    runtime.metrics.prepare_model(info.version)
+    runtime.classifier, runtime.model, runtime.model_error = classifier, info, None
     try:
         with runtime.sessions() as session:
             queries.record_model_version(
                 session,
                 model_name=info.name,
                 version=info.version,
-                onnx_sha256=runtime.classifier.sha256,
+                onnx_sha256=classifier.sha256,
                 card=info.card,
             )
     except Exception:  # the model serves without the database; readiness reports the database

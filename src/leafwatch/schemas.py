@@ -252,15 +252,24 @@ class FaultIn(BaseModel):
 class FaultOut(BaseModel):
     """A fault in force."""
 
-    route: str
-    latency_ms: int
-    error_ratio: float
-    set_at: datetime
-    expires_at: datetime | None
+    route: str = Field(description="Route template the fault applies to.")
+    latency_ms: int = Field(description="Milliseconds added to each request.")
+    error_ratio: float = Field(description="Share of requests answered 500 injected_fault.")
+    set_at: datetime = Field(description="When the fault was set (UTC).")
+    expires_at: datetime | None = Field(description="When it clears itself; None: when cleared.")
 
 
 class FaultsOut(BaseModel):
     """The faults in force, and how many a DELETE removed."""
 
-    faults: list[FaultOut]
-    removed: int | None = None
+    faults: list[FaultOut] = Field(description="The faults in force.")
+    removed: int | None = Field(None, description="Faults a DELETE removed.")
+
+
+class ModelReloadOut(BaseModel):
+    """The version serving after a reload, and whether it changed."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str | None = Field(description="The version serving now (None: no model).")
+    changed: bool = Field(description="Whether this call switched to another version.")

@@ -2,11 +2,12 @@
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from leafwatch.api.deps import RuntimeDep
+from leafwatch.api.deps import AdminDep, RuntimeDep
 from leafwatch.api.errors import ERROR_RESPONSES
 from leafwatch.errors import ModelNotReady
-from leafwatch.schemas import HealthOut, ModelInfoOut, ReadyOut
+from leafwatch.schemas import HealthOut, ModelInfoOut, ModelReloadOut, ReadyOut
 from leafwatch.storage import db
 
 router = APIRouter(tags=["health"])
@@ -63,4 +64,15 @@ def model_info(runtime: RuntimeDep) -> ModelInfoOut:
         created_at=card.get("created_at"),
         metrics=card.get("metrics", {}),
         data=card.get("data", {}),
+    )
+
+
+@router.post("/api/v1/admin/model/reload", response_model=ModelReloadOut, responses=ERROR_RESPONSES)
+async def reload_model(runtime: RuntimeDep, _admin: AdminDep) -> ModelReloadOut:
+    """Serve the registry's production version now if it changed (needs the admin token)."""
+    changed = await run_in_threadpool(runtime.reload_model)
+    classifier = runtime.classifier
+    return ModelReloadOut(
+        model_version=classifier.version if classifier is not None else None,
+        changed=changed is not None,
     )

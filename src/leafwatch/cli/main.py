@@ -16,7 +16,7 @@ from leafwatch.config import Settings
 from leafwatch.errors import ModelRegistryError
 
 if TYPE_CHECKING:
-    from leafwatch.model.registry import LocalModelRegistry, ModelVersionInfo
+    from leafwatch.model.registry import ModelRegistry, ModelVersionInfo
 
 app = typer.Typer(
     help="LeafWatch: Black Sigatoka prediction API with monitoring built in.",
@@ -100,12 +100,15 @@ def db_current() -> None:
         engine.dispose()
 
 
-def _registry() -> "LocalModelRegistry":
-    from leafwatch.model.registry import LocalModelRegistry
+def _registry() -> "ModelRegistry":
+    from leafwatch.model.registry import open_registry
 
-    settings = Settings()
-    registry = LocalModelRegistry(settings.resolved_model_dir(), settings.model_name)
-    registry.ensure_seeded()
+    try:
+        registry = open_registry(Settings())
+        registry.ensure_seeded()
+    except ModelRegistryError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from None
     return registry
 
 
@@ -113,7 +116,10 @@ def _registry() -> "LocalModelRegistry":
 def model_list() -> None:
     """List registered versions, their held-out metrics, and which one is in production."""
     registry = _registry()
-    production = registry.production().version
+    try:
+        production: str | None = registry.production().version
+    except ModelRegistryError:
+        production = None  # listed all the same; none is marked as serving
     table = Table(title=f"model {registry.name}")
     for column in ("version", "production", "accuracy", "ECE", "registered", "data seed"):
         table.add_column(column)
@@ -132,7 +138,7 @@ def model_list() -> None:
 
 @model_app.command("promote")
 def model_promote(version: Annotated[str, typer.Argument(help="Version to serve.")]) -> None:
-    """Make VERSION the production version (restart the service to serve it)."""
+    """Make VERSION the production version (services pick it up within the poll interval)."""
     registry = _registry()
     try:
         registry.promote(version)
@@ -168,7 +174,7 @@ def model_card(
     typer.echo(json.dumps(info.card, indent=2))
 
 
-def _find(registry: "LocalModelRegistry", version: str) -> "ModelVersionInfo":
+def _find(registry: "ModelRegistry", version: str) -> "ModelVersionInfo":
     for info in registry.versions():
         if info.version == version:
             return info

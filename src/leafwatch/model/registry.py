@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from leafwatch.errors import ModelRegistryError
+
+if TYPE_CHECKING:
+    from leafwatch.config import Settings
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
@@ -40,6 +43,12 @@ class ModelVersionInfo:
 class ModelRegistry(Protocol):
     """Where model versions are kept and which one serves."""
 
+    name: str
+
+    def ensure_seeded(self) -> None:
+        """Make sure there is something to serve on first use (the local registry's bundle)."""
+        ...
+
     def versions(self) -> list[ModelVersionInfo]:
         """Every registered version, oldest first."""
         ...
@@ -59,6 +68,19 @@ class ModelRegistry(Protocol):
     def production(self) -> ModelVersionInfo:
         """The version that serves."""
         ...
+
+
+def open_registry(settings: "Settings") -> ModelRegistry:
+    """The registry the settings name: MLflow for a models:/ URI, else the local one."""
+    if settings.model_uri:
+        from leafwatch.model.mlflow_registry import MlflowModelRegistry
+
+        return MlflowModelRegistry(
+            settings.model_uri,
+            tracking_uri=settings.mlflow_tracking_uri,
+            cache_dir=settings.var_dir / "mlflow-models",
+        )
+    return LocalModelRegistry(settings.resolved_model_dir(), settings.model_name)
 
 
 def bundled_model() -> tuple[Path, dict[str, Any]]:
