@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from leafwatch.app import create_app
 from leafwatch.config import Settings
 from leafwatch.model.labels import CLASS_NAMES
+from leafwatch.model.registry import bundled_model
 
 
 def test_health_and_ready(client: TestClient) -> None:
@@ -101,3 +102,22 @@ def test_an_unmigrated_database_is_not_ready_and_says_what_to_run(
         response = client.get("/api/v1/feedback/stats")
         assert response.status_code == 503
         assert response.json()["error"] == "database_unavailable"
+
+
+def test_a_promotion_in_the_local_registry_is_served_without_a_restart(
+    settings: Settings,
+) -> None:
+    settings = Settings(**(settings.model_dump() | {"admin_token": "reload-admin"}))
+    admin = {"Authorization": "Bearer reload-admin"}
+    with TestClient(create_app(settings)) as client:
+        registry = client.app.state.runtime.registry  # type: ignore[attr-defined]
+        path, card = bundled_model()
+        registry.promote(registry.register(path, card).version)
+        assert client.get("/model/info").json()["model_version"] == "1"  # not yet looked for
+        answer = client.post("/api/v1/admin/model/reload", headers=admin)
+        assert answer.json() == {"model_version": "2", "changed": True}
+        assert client.get("/model/info").json()["model_version"] == "2"
+        assert client.get("/ready").json()["model_version"] == "2"
+        registry.rollback()
+        answer = client.post("/api/v1/admin/model/reload", headers=admin)
+        assert answer.json() == {"model_version": "1", "changed": True}
