@@ -2,16 +2,22 @@
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from leafwatch.config import Settings
+from leafwatch.errors import ModelRegistryError
 from leafwatch.model.labels import CLASS_NAMES
 
+if TYPE_CHECKING:
+    from leafwatch.model.registry import ModelRegistry
+
 console = Console()
+MLFLOW_URI_PREFIX = "models:/"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -102,6 +108,14 @@ def train(
         bool, typer.Option(help="Register the result as a new version in the registry.")
     ] = True,
     promote: Annotated[bool, typer.Option(help="Promote the new version to production.")] = False,
+    use_mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            help="Log the run to MLflow and register the model there "
+            "[LEAFWATCH_MODEL_URI=models:/..., LEAFWATCH_MLFLOW_TRACKING_URI].",
+        ),
+    ] = False,
 ) -> None:
     """Train, calibrate and export a model on generated leaves (needs the [train] extra)."""
     try:
@@ -112,32 +126,92 @@ def train(
             train_model,
         )
     except ImportError as exc:
+        # Escaped: rich would take [train] for markup and drop it.
         console.print(
-            f"[red]training needs the [train] extra: pip install 'leafwatch[train]' ({exc})"
+            "[red]"
+            + escape(f"training needs the [train] extra: pip install 'leafwatch[train]' ({exc})")
         )
         raise typer.Exit(1) from None
-    from leafwatch.model.registry import LocalModelRegistry
+    from leafwatch.model.registry import open_registry
+
+    options: dict[str, Any] = {
+        "seed": seed,
+        "per_class": per_class or DEFAULT_PER_CLASS,
+        "epochs": epochs or DEFAULT_EPOCHS,
+        "input_size": input_size or DEFAULT_INPUT_SIZE,
+    }
+    if use_mlflow:
+        # Checked before training: finding out after an hour's run would waste the run.
+        settings = _mlflow_settings(register=register)
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = out or Path(scratch)
+            folder.mkdir(parents=True, exist_ok=True)
+            _train_with_mlflow(folder, options, settings, register=register, promote=promote)
+        return
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = out or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        card = train_model(
-            folder,
-            seed=seed,
-            per_class=per_class or DEFAULT_PER_CLASS,
-            epochs=epochs or DEFAULT_EPOCHS,
-            input_size=input_size or DEFAULT_INPUT_SIZE,
-        )
+        card = train_model(folder, **options)
         _print_card(card)
         if register:
-            settings = Settings()
-            registry = LocalModelRegistry(settings.resolved_model_dir(), settings.model_name)
+            # The registry the service reads: MLflow when LEAFWATCH_MODEL_URI names one.
+            registry = open_registry(Settings())
             registry.ensure_seeded()
-            info = registry.register(folder / "model.onnx", card)
-            console.print(f"registered {info.name} version [bold]{info.version}[/bold]")
-            if promote:
-                registry.promote(info.version)
-                console.print(f"version {info.version} is now in production")
+            _register(registry, folder, card, promote=promote)
+
+
+def _mlflow_settings(*, register: bool) -> Settings:
+    """The settings, once it is certain that MLflow is installed and, to register, named."""
+    from leafwatch.model.experiment import require_mlflow
+
+    try:
+        require_mlflow()
+    except ImportError as exc:
+        console.print(f"[red]{escape(str(exc))}")
+        raise typer.Exit(1) from None
+    settings = Settings()
+    if register and not (settings.model_uri or "").startswith(MLFLOW_URI_PREFIX):
+        console.print(
+            "[red]--mlflow registers the model in MLflow, but LEAFWATCH_MODEL_URI is "
+            f"{settings.model_uri!r}: set LEAFWATCH_MODEL_URI=models:/NAME@production "
+            "(e.g. models:/banana_sigatoka_detector@production) and "
+            "LEAFWATCH_MLFLOW_TRACKING_URI (e.g. sqlite:///var/mlflow.db)"
+        )
+        raise typer.Exit(1)
+    return settings
+
+
+def _train_with_mlflow(
+    folder: Path, options: dict[str, Any], settings: Settings, *, register: bool, promote: bool
+) -> None:
+    from leafwatch.model.experiment import training_run
+    from leafwatch.model.registry import open_registry
+    from leafwatch.model.train import train_model
+
+    # Registering inside the run makes the new version's files this run's artifacts.
+    with training_run(options, tracking_uri=settings.mlflow_tracking_uri) as run:
+        console.print(f"MLflow run [bold]{run.run_id}[/bold] at {run.tracking_uri}")
+        card = train_model(folder, **options, on_epoch=run.log_epoch)
+        run.log_result(card)
+        _print_card(card)
+        if register:
+            _register(open_registry(settings), folder, card, promote=promote)
+    console.print(f"logged MLflow run [bold]{run.run_id}[/bold]")
+
+
+def _register(
+    registry: "ModelRegistry", folder: Path, card: dict[str, Any], *, promote: bool
+) -> None:
+    try:
+        info = registry.register(folder / "model.onnx", card)
+        console.print(f"registered {info.name} version [bold]{info.version}[/bold]")
+        if promote:
+            registry.promote(info.version)
+            console.print(f"version {info.version} is now in production")
+    except ModelRegistryError as exc:
+        console.print(f"[red]{escape(exc.detail)}")
+        raise typer.Exit(1) from None
 
 
 def _print_card(card: dict[str, object]) -> None:

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +56,10 @@ THREADS = 2
 _DECODE_LIMITS = {"max_bytes": 10 * 2**20, "max_pixels": 40_000_000}
 _ECE_BINS = 15
 
+# Called after every epoch with its number (1-based) and train_loss, train_accuracy and
+# learning_rate (the rate of the epoch's last step).
+EpochCallback = Callable[[int, dict[str, float]], None]
+
 
 @dataclass(frozen=True, slots=True)
 class Split:
@@ -87,10 +91,11 @@ def train_model(
     input_size: int = DEFAULT_INPUT_SIZE,
     reference_per_class: int = REFERENCE_PER_CLASS,
     progress: bool = True,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """Train, calibrate and export model.onnx, card.json and the drift reference.npz to out_dir.
 
-    Returns the card.
+    Returns the card. `on_epoch`, when given, gets each epoch's number (from 1) and figures.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     nuisance = Nuisance()
@@ -114,7 +119,15 @@ def train_model(
 
         torch.manual_seed(seed)
         model = LeafNet()
-        _fit(model, data["train"], labels["train"], epochs=epochs, seed=seed, bar=bar)
+        _fit(
+            model,
+            data["train"],
+            labels["train"],
+            epochs=epochs,
+            seed=seed,
+            bar=bar,
+            on_epoch=on_epoch,
+        )
         model.eval()
         temperature = fit_temperature(_logits(model, data["calibration"]), labels["calibration"])
         model_path = out_dir / "model.onnx"
@@ -288,6 +301,7 @@ def _fit(
     epochs: int,
     seed: int,
     bar: Progress,
+    on_epoch: EpochCallback | None = None,
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
     images, targets = torch.from_numpy(pixels), torch.from_numpy(labels)
@@ -301,6 +315,7 @@ def _fit(
         task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=batches, stats="")
         order = torch.randperm(len(targets), generator=generator)
         loss_sum, hits, seen = 0.0, 0, 0
+        learning_rate = float(optimizer.param_groups[0]["lr"])
         for start in range(0, len(targets), BATCH_SIZE):
             index = order[start : start + BATCH_SIZE]
             x = _flips(_to_float(images[index]), generator)
@@ -309,12 +324,20 @@ def _fit(
             loss = nn.functional.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
+            learning_rate = float(optimizer.param_groups[0]["lr"])
             optimizer.step()
             schedule.step()
             loss_sum += float(loss.detach()) * len(y)
             hits += int((logits.argmax(dim=1) == y).sum())
             seen += len(y)
             bar.update(task, advance=1, stats=f"loss {loss_sum / seen:.3f}  acc {hits / seen:.3f}")
+        if on_epoch is not None:
+            figures = {
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": hits / max(seen, 1),
+                "learning_rate": learning_rate,
+            }
+            on_epoch(epoch + 1, figures)
 
 
 def _to_float(pixels: torch.Tensor) -> torch.Tensor:
