@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Install the monitoring tools the tests run for real (Debian packages) when they are missing:
 # prometheus (promtool), prometheus-alertmanager (amtool), prometheus-node-exporter, and logrotate
-# (the compose stack rotates the multi-worker log file with it).
+# (the compose stack rotates the multi-worker log file with it), chromium and its driver.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v prometheus-node-exporter >/dev/null 2>&1 || missing+=(prometheus-node-exporter)
 command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
+# The built-in dashboard is tested in a real headless browser.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

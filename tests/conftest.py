@@ -26,6 +26,7 @@ def _test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEAFWATCH_LOG_FILE", str(tmp_path / "logs" / "app.log"))
     # The hourly drift run starts with each app; tests that are about it switch it back on.
     monkeypatch.setenv("LEAFWATCH_DRIFT_INTERVAL_SECONDS", "0")
+    monkeypatch.setenv("LEAFWATCH_PERFORMANCE_INTERVAL_SECONDS", "0")
 
 
 @pytest.fixture(scope="session")

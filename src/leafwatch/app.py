@@ -13,7 +13,16 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from leafwatch import __version__
-from leafwatch.api import drift, faults, feedback, health, predict, predictions
+from leafwatch.api import (
+    analytics,
+    dashboard,
+    drift,
+    faults,
+    feedback,
+    health,
+    predict,
+    predictions,
+)
 from leafwatch.api import metrics as metrics_route
 from leafwatch.api.errors import install_error_handlers
 from leafwatch.config import Settings
@@ -67,6 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             )
         tasks = [scheduler] if scheduler is not None else []
+        if settings.performance_interval_seconds > 0:
+            performance = every(
+                timedelta(seconds=settings.performance_interval_seconds),
+                job="model_performance",
+                sessions=runtime.sessions,
+                work=runtime.record_performance,
+            )
+            tasks.append(asyncio.create_task(performance))
         if settings.model_poll_seconds > 0:
             tasks.append(asyncio.create_task(poll_model(runtime, settings.model_poll_seconds)))
         try:
@@ -96,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feedback.router,
         predictions.router,
         drift.router,
+        analytics.router,
+        dashboard.router,
         health.router,
     ):
         app.include_router(router)

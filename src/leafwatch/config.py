@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     drift_persistence: Annotated[int, Field(ge=1)] = Field(
         3, description="Drifted runs in a row before retraining is recommended."
     )
+    performance_interval_seconds: Annotated[float, Field(ge=0)] = Field(
+        86400,
+        description="How often the daily model_performance rows are recomputed; 0: never.",
+    )
     retraining_webhook_url: SecretStr | None = Field(
         None, description="URL that gets a JSON POST when retraining is recommended."
     )

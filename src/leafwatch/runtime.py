@@ -4,7 +4,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
@@ -19,6 +19,7 @@ from leafwatch.config import Settings
 from leafwatch.errors import DriftUnavailable, ModelNotReady
 from leafwatch.model.classifier import OnnxClassifier
 from leafwatch.model.registry import ModelRegistry, ModelVersionInfo, open_registry
+from leafwatch.monitor import estimation
 from leafwatch.monitor.drift import latest_report
 from leafwatch.observe import metrics as names
 from leafwatch.observe.exposition import (
@@ -29,7 +30,7 @@ from leafwatch.observe.exposition import (
 )
 from leafwatch.observe.metrics import Metrics
 from leafwatch.observe.tracing import instrument_engine
-from leafwatch.service import drift
+from leafwatch.service import drift, quality
 from leafwatch.service.faults import FaultSwitch
 from leafwatch.service.predict import Predictor
 from leafwatch.storage import db, queries
@@ -37,6 +38,9 @@ from leafwatch.storage.images import LocalImageStore
 from leafwatch.storage.tables import DriftReport
 
 log = structlog.stdlib.get_logger(__name__)
+
+# Days of model_performance rows recomputed each time: verdicts keep arriving for a while.
+PERFORMANCE_DAYS = 7
 
 
 @dataclass
@@ -106,6 +110,13 @@ class Runtime:
         except DriftUnavailable as exc:
             log.warning("drift run skipped", reason=exc.detail)
 
+    def record_performance(self) -> None:
+        """Recompute the daily model_performance rows of the last week (verdicts arrive late)."""
+        today = datetime.now(UTC).date()
+        with self.sessions() as session:
+            for back in range(PERFORMANCE_DAYS):
+                quality.record_daily_performance(session, day=today - timedelta(days=back))
+
     def close(self) -> None:
         """Finish pending image writes and release the database connections."""
         self.io.shutdown(wait=True)
@@ -139,6 +150,15 @@ def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
     return runtime
 
 
+@dataclass(frozen=True)
+class AccuracyFigures:
+    """Accuracy from feedback (overall and per predicted class) and from the confidences."""
+
+    realized: list[queries.VersionAccuracy]
+    by_class: list[queries.VersionAccuracy]
+    estimated: list[estimation.EstimatedAccuracy]
+
+
 def scrape_figures(runtime: Runtime) -> list[Collector]:
     """Figures /metrics computes when scraped: the model, accuracy from feedback, the drift."""
 
@@ -148,17 +168,16 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
             return names.model_families(runtime.settings.model_name, None)
         return names.model_families(classifier.name, classifier.version)
 
-    def compute_accuracy(
-        as_of: float,
-    ) -> tuple[list[queries.VersionAccuracy], list[queries.VersionAccuracy]]:
+    def compute_accuracy(as_of: float) -> AccuracyFigures:
         moment = datetime.fromtimestamp(as_of, UTC)
+        windows = names.ACCURACY_WINDOWS
         with runtime.sessions() as session:
-            return tuple(  # type: ignore[return-value]
-                queries.accuracy_by_version(
-                    session, as_of=moment, windows=names.ACCURACY_WINDOWS, by_class=by_class
-                )
-                for by_class in (False, True)
+            realized = queries.accuracy_by_version(session, as_of=moment, windows=windows)
+            by_class = queries.accuracy_by_version(
+                session, as_of=moment, windows=windows, by_class=True
             )
+            estimated = estimation.estimated_accuracy(session, as_of=moment, windows=windows)
+        return AccuracyFigures(realized, by_class, estimated)
 
     period = runtime.settings.metrics_cache_seconds
     cache = PeriodCache(compute_accuracy, period_s=period)
@@ -174,7 +193,12 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
 
     def accuracy() -> Sequence[Metric]:
         try:
-            return names.accuracy_families(*cache.figures())
+            figures = cache.figures()
+            gaps = estimation.estimation_gaps(figures.estimated, figures.realized)
+            return [
+                *names.accuracy_families(figures.realized, figures.by_class),
+                *names.estimation_families(figures.estimated, gaps),
+            ]
         except SQLAlchemyError:  # a scrape still answers; readiness reports the database
             log.warning("accuracy figures skipped: the database could not be read", exc_info=True)
             return []

@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, update
 
@@ -152,3 +153,17 @@ def test_a_scrape_still_answers_when_the_database_is_down(tmp_path: Path) -> Non
     assert response.status_code == 200
     assert total(response.text, "model_loaded") == 1
     assert "model_accuracy_feedback_count" not in response.text
+
+
+def test_estimated_accuracy_is_the_mean_confidence_before_any_feedback(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"metrics_cache_seconds": 0})
+    with TestClient(create_app(settings)) as client:
+        made = [predict(client, image_bytes(size=(200 + 40 * n, 240))) for n in range(4)]
+        text = client.get("/metrics").text
+    expected = sum(float(str(p["confidence"])) for p in made) / len(made)
+    labels = {"model_version": "1", "time_window": "1h"}
+    assert total(text, "model_estimated_accuracy", **labels) == pytest.approx(expected)
+    assert total(text, "model_accuracy_feedback_count", **labels) == 0
+    assert "model_accuracy_estimation_gap{" not in text  # no verdicts: nothing to compare yet

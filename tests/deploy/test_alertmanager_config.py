@@ -37,6 +37,7 @@ WARNING = [
     "DataDriftDetected",
     "NoPredictions",
     "LowPredictionConfidence",
+    "ModelEstimationGap",
     "RejectedUploadsSpike",
     "AvailabilityBudgetBurnSlow",
     "LatencyBudgetBurnSlow",

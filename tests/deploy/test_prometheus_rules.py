@@ -32,6 +32,7 @@ CONTRACT = {
     "DataDriftDetected": "warning",
     "NoPredictions": "warning",
     "LowPredictionConfidence": "warning",
+    "ModelEstimationGap": "warning",
     "RejectedUploadsSpike": "warning",
     "AvailabilityBudgetBurnSlow": "warning",
     "LatencyBudgetBurnSlow": "warning",

@@ -55,6 +55,9 @@ ALLOWED_EMPTY = {
     # It adds up whole clock hours (a subquery stepping on the hour): no hour that ended since
     # Prometheus started holds any of this traffic.
     "usage-analytics.json: Predictions by hour of day (UTC)": "needs a full clock hour of data",
+    # The gap is published only with 50 verdicts behind it; this traffic gives 6. The promtool
+    # unit tests (deploy/prometheus/tests/model.yml) show the alert on such figures.
+    "rules/leafwatch-alerts.yml: alert ModelEstimationGap": "needs 50 verdicts",
 }
 
 

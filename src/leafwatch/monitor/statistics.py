@@ -7,6 +7,7 @@ and returns a frozen result: a p-value, an effect size in [0, 1] and a `drifted`
 keeps state, and randomness comes in as a `numpy.random.Generator`.
 """
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -531,3 +532,21 @@ def _energy_coefficient(distances: FloatArray, m: int) -> float:
     within_x = float(distances[:m, :m].sum()) / (m * (m - 1))
     within_y = float(distances[m:, m:].sum()) / (n * (n - 1))
     return float(np.clip((2.0 * cross - within_x - within_y) / (2.0 * cross), 0.0, 1.0))
+
+
+# z for a two-sided 95% interval, rounded as in the usual tables (Agresti & Coull 1998).
+Z_95 = 1.96
+
+
+def wilson_interval(correct: int, total: int, *, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (Wilson 1927); None with no trials."""
+    if total < 0 or not 0 <= correct <= total:
+        raise ValueError(f"need 0 <= correct <= total, got correct={correct}, total={total}")
+    if total == 0:
+        return None
+    share = correct / total
+    spread = z * z / total
+    centre = (share + spread / 2) / (1 + spread)
+    half = z / (1 + spread) * math.sqrt(share * (1 - share) / total + spread / (4 * total))
+    # Clamp float noise only: the exact bounds always lie in [0, 1].
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -17,6 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from leafwatch import __version__
 from leafwatch.errors import INVALID_IMAGE_CODES
 from leafwatch.model.labels import CLASS_NAMES
+from leafwatch.monitor.estimation import EstimatedAccuracy, EstimationGap
+from leafwatch.monitor.statistics import wilson_interval
 from leafwatch.schemas import FeedbackSource
 from leafwatch.storage.queries import VersionAccuracy
 from leafwatch.storage.tables import DriftReport
@@ -38,6 +40,11 @@ API_ERROR_RATE = "api_error_rate"
 INJECTED_FAULTS = "api_injected_faults_total"
 MODEL_ACCURACY = "model_accuracy"
 MODEL_ACCURACY_FEEDBACK = "model_accuracy_feedback_count"
+MODEL_ACCURACY_LOWER = "model_accuracy_lower_bound"
+MODEL_ACCURACY_UPPER = "model_accuracy_upper_bound"
+MODEL_ESTIMATED_ACCURACY = "model_estimated_accuracy"
+MODEL_ESTIMATION_GAP = "model_accuracy_estimation_gap"
+MODEL_ESTIMATION_GAP_OUTSIDE = "model_accuracy_estimation_gap_outside_interval"
 MODEL_CLASS_ACCURACY = "model_class_accuracy"
 MODEL_CLASS_ACCURACY_FEEDBACK = "model_class_accuracy_feedback_count"
 MODEL_INFO = "model_info"
@@ -222,17 +229,59 @@ def accuracy_families(
         "Reviewed predictions of each predicted class behind model_class_accuracy.",
         labels=["model_version", "predicted_class", "time_window"],
     )
+    lower = GaugeMetricFamily(
+        MODEL_ACCURACY_LOWER,
+        "Lower end of the 95% Wilson interval around model_accuracy.",
+        labels=["model_version", "time_window"],
+    )
+    upper = GaugeMetricFamily(
+        MODEL_ACCURACY_UPPER,
+        "Upper end of the 95% Wilson interval around model_accuracy (alerts compare this).",
+        labels=["model_version", "time_window"],
+    )
     for figure in figures:
         labels = [figure.model_version, figure.window]
         count.add_metric(labels, figure.reviewed)
-        if figure.reviewed:
+        interval = wilson_interval(figure.correct, figure.reviewed)
+        if interval is not None:
             accuracy.add_metric(labels, figure.correct / figure.reviewed)
+            lower.add_metric(labels, interval[0])
+            upper.add_metric(labels, interval[1])
     for figure in by_class:
         labels = [figure.model_version, figure.predicted_class or "", figure.window]
         class_count.add_metric(labels, figure.reviewed)
         if figure.reviewed:
             class_accuracy.add_metric(labels, figure.correct / figure.reviewed)
-    return [accuracy, count, class_accuracy, class_count]
+    return [accuracy, count, lower, upper, class_accuracy, class_count]
+
+
+def estimation_families(
+    estimates: Iterable[EstimatedAccuracy], gaps: Iterable[EstimationGap]
+) -> list[GaugeMetricFamily]:
+    """Accuracy expected from the calibrated confidence, and its gap to the realized accuracy."""
+    estimated = GaugeMetricFamily(
+        MODEL_ESTIMATED_ACCURACY,
+        "Accuracy the calibrated confidences predict: mean probability of the predicted class.",
+        labels=["model_version", "time_window"],
+    )
+    gap = GaugeMetricFamily(
+        MODEL_ESTIMATION_GAP,
+        "Estimated minus realized accuracy on the same reviewed predictions (enough verdicts).",
+        labels=["model_version", "time_window"],
+    )
+    outside = GaugeMetricFamily(
+        MODEL_ESTIMATION_GAP_OUTSIDE,
+        "1 when the estimate lies outside the realized accuracy's 95% Wilson interval.",
+        labels=["model_version", "time_window"],
+    )
+    for estimate in estimates:
+        if estimate.estimated is not None:
+            estimated.add_metric([estimate.model_version, estimate.window], estimate.estimated)
+    for figure in gaps:
+        labels = [figure.model_version, figure.window]
+        gap.add_metric(labels, figure.gap)
+        outside.add_metric(labels, 1.0 if figure.outside_interval else 0.0)
+    return [estimated, gap, outside]
 
 
 def model_families(model_name: str, model_version: str | None) -> list[GaugeMetricFamily]:

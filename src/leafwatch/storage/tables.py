@@ -1,12 +1,13 @@
 """The database tables, with the field names of the Black Sigatoka system LeafWatch serves."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -217,3 +218,33 @@ class InjectedFault(Base):
     error_ratio: Mapped[float] = mapped_column(Float)
     set_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
+
+
+class ModelPerformance(Base):
+    """One model version's realized quality over the predictions of one UTC day."""
+
+    __tablename__ = "model_performance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+    predictions: Mapped[int] = mapped_column(Integer)
+    reviewed: Mapped[int] = mapped_column(Integer)
+    correct: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    wilson_low: Mapped[float | None] = mapped_column(Float)
+    wilson_high: Mapped[float | None] = mapped_column(Float)
+    mean_confidence: Mapped[float | None] = mapped_column(Float)
+    mean_confidence_correct: Mapped[float | None] = mapped_column(Float)
+    mean_confidence_incorrect: Mapped[float | None] = mapped_column(Float)
+    # {class name: {predicted, reviewed, correct, actual, precision, recall}}
+    per_class: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # {"classes": [...], "matrix": [[...]]}: rows are true classes, columns predicted ones.
+    confusion: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Verdicts keep arriving after the day; a later run replaces the row with fresher figures.
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("model_version", "day", name="uq_model_performance_version_day"),
+        Index("ix_model_performance_day", "day"),
+    )
