@@ -24,6 +24,7 @@ from leafwatch.api import (
     predictions,
 )
 from leafwatch.api import metrics as metrics_route
+from leafwatch.api import usage as usage_routes
 from leafwatch.api.errors import install_error_handlers
 from leafwatch.config import Settings
 from leafwatch.monitor.scheduler import every
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictions.router,
         drift.router,
         analytics.router,
+        usage_routes.router,
         dashboard.router,
         health.router,
     ):

@@ -33,7 +33,7 @@ from leafwatch.observe.tracing import instrument_engine
 from leafwatch.service import drift, quality
 from leafwatch.service.faults import FaultSwitch
 from leafwatch.service.predict import Predictor
-from leafwatch.storage import db, queries
+from leafwatch.storage import db, queries, usage
 from leafwatch.storage.images import LocalImageStore
 from leafwatch.storage.tables import DriftReport
 
@@ -41,6 +41,7 @@ log = structlog.stdlib.get_logger(__name__)
 
 # Days of model_performance rows recomputed each time: verdicts keep arriving for a while.
 PERFORMANCE_DAYS = 7
+USAGE_PERIOD_S = 300.0
 
 
 @dataclass
@@ -210,7 +211,30 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
             log.warning("drift figures skipped: the database could not be read", exc_info=True)
             return []
 
-    return [FunctionCollector(model), FunctionCollector(accuracy), FunctionCollector(drift_figures)]
+    def compute_usage(as_of: float) -> tuple[dict[str, int], float | None]:
+        moment = datetime.fromtimestamp(as_of, UTC)
+        with runtime.sessions() as session:
+            users = usage.active_users(session, as_of=moment)
+            rate = usage.feedback_rate(session, since=moment - timedelta(days=7), until=moment)
+        return users, rate
+
+    # Scanning a month of predictions is worth doing every few minutes, not on every scrape.
+    usage_period = max(period, USAGE_PERIOD_S) if period > 0 else 0.0
+    usage_cache = PeriodCache(compute_usage, period_s=usage_period)
+
+    def usage_figures() -> Sequence[Metric]:
+        try:
+            return names.usage_families(*usage_cache.figures())
+        except SQLAlchemyError:
+            log.warning("usage figures skipped: the database could not be read", exc_info=True)
+            return []
+
+    return [
+        FunctionCollector(model),
+        FunctionCollector(accuracy),
+        FunctionCollector(drift_figures),
+        FunctionCollector(usage_figures),
+    ]
 
 
 def load_model(runtime: Runtime) -> None:

@@ -167,3 +167,22 @@ def test_estimated_accuracy_is_the_mean_confidence_before_any_feedback(
     assert total(text, "model_estimated_accuracy", **labels) == pytest.approx(expected)
     assert total(text, "model_accuracy_feedback_count", **labels) == 0
     assert "model_accuracy_estimation_gap{" not in text  # no verdicts: nothing to compare yet
+
+
+def test_usage_gauges_count_distinct_users_and_the_feedback_rate(settings: Settings) -> None:
+    settings = settings.model_copy(update={"metrics_cache_seconds": 0})
+    with TestClient(create_app(settings)) as client:
+        made = [
+            client.post(
+                "/api/v1/predict",
+                files={"file": ("leaf.jpg", image_bytes(), "image/jpeg")},
+                data={"user_id": f"farmer-{n % 3}"},
+            ).json()
+            for n in range(6)
+        ]
+        judge(client, made[0], True, "mobile_app")
+        judge(client, made[1], False, "web")
+        text = client.get("/metrics").text
+    assert total(text, "usage_active_users", window="1d") == 3
+    assert total(text, "usage_active_users", window="30d") == 3
+    assert total(text, "usage_feedback_rate", window="7d") == pytest.approx(2 / 6)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from leafwatch.cli import data
 from leafwatch.cli.drift import drift
+from leafwatch.cli.report import report
 from leafwatch.cli.stack import stack_app
 from leafwatch.config import Settings
 from leafwatch.errors import ModelRegistryError
@@ -32,6 +33,7 @@ console = Console()
 app.command()(data.generate)
 app.command()(data.train)
 app.command()(drift)
+app.command()(report)
 
 
 @app.command()

@@ -45,6 +45,8 @@ MODEL_ACCURACY_UPPER = "model_accuracy_upper_bound"
 MODEL_ESTIMATED_ACCURACY = "model_estimated_accuracy"
 MODEL_ESTIMATION_GAP = "model_accuracy_estimation_gap"
 MODEL_ESTIMATION_GAP_OUTSIDE = "model_accuracy_estimation_gap_outside_interval"
+USAGE_ACTIVE_USERS = "usage_active_users"
+USAGE_FEEDBACK_RATE = "usage_feedback_rate"
 MODEL_CLASS_ACCURACY = "model_class_accuracy"
 MODEL_CLASS_ACCURACY_FEEDBACK = "model_class_accuracy_feedback_count"
 MODEL_INFO = "model_info"
@@ -282,6 +284,27 @@ def estimation_families(
         gap.add_metric(labels, figure.gap)
         outside.add_metric(labels, 1.0 if figure.outside_interval else 0.0)
     return [estimated, gap, outside]
+
+
+def usage_families(
+    active_users: Mapping[str, int], feedback_rate: float | None
+) -> list[GaugeMetricFamily]:
+    """Headline usage: distinct active users per window, and the 7-day feedback rate."""
+    users = GaugeMetricFamily(
+        USAGE_ACTIVE_USERS,
+        "Distinct users with a prediction in the last 1d, 7d or 30d (from the database).",
+        labels=["window"],
+    )
+    for window, count in active_users.items():
+        users.add_metric([window], count)
+    rate = GaugeMetricFamily(
+        USAGE_FEEDBACK_RATE,
+        "Share of the last 7 days' predictions that received a verdict.",
+        labels=["window"],
+    )
+    if feedback_rate is not None:
+        rate.add_metric(["7d"], feedback_rate)
+    return [users, rate]
 
 
 def model_families(model_name: str, model_version: str | None) -> list[GaugeMetricFamily]:
