@@ -101,6 +101,13 @@ class ModelRegistryError(LeafWatchError):
     status_code = HTTPStatus.CONFLICT
 
 
+class InvalidPeriod(LeafWatchError):
+    """A `from`/`to` pair that does not make a period analytics can answer for."""
+
+    code = "invalid_period"
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
 class UnknownRoute(LeafWatchError):
     """A fault asked for a route the app does not have."""
 

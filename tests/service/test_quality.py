@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from leafwatch.errors import InvalidPeriod
 from leafwatch.service import quality
 from leafwatch.storage import db
 from leafwatch.storage.quality import QualityCell
@@ -104,7 +105,7 @@ def test_request_ranges_are_the_rolling_windows_or_the_one_range() -> None:
 
 def test_a_range_that_does_not_move_forward_is_refused() -> None:
     for start in (NOW, NOW + timedelta(seconds=1)):
-        with pytest.raises(quality.InvalidTimeRange, match="must be before"):
+        with pytest.raises(InvalidPeriod, match="must be before"):
             quality.request_ranges(start=start, end=NOW, now=NOW)
 
 

@@ -8,10 +8,11 @@ import pytest
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
+from leafwatch.errors import InvalidPeriod
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.storage import db, usage
 from leafwatch.storage.tables import Feedback, Prediction
-from leafwatch.storage.usage import InvalidPeriod, Period
+from leafwatch.storage.usage import Period
 
 MARCH = datetime(2026, 3, 1, tzinfo=UTC)
 # The seeded traffic: (user, day of March, time, predicted class, location).

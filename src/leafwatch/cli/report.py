@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from leafwatch.config import Settings
+from leafwatch.errors import InvalidPeriod
 from leafwatch.model.labels import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def report(
 
     try:
         period = usage.parse_period(start, end, now=utcnow())
-    except usage.InvalidPeriod as exc:
+    except InvalidPeriod as exc:
         console.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(2) from None
     settings = Settings()

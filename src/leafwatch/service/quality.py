@@ -3,12 +3,11 @@
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from http import HTTPStatus
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from leafwatch.errors import LeafWatchError
+from leafwatch.errors import InvalidPeriod
 from leafwatch.model.labels import CLASS_NAMES, NUM_CLASSES
 from leafwatch.monitor.statistics import wilson_interval
 from leafwatch.storage import quality as store
@@ -22,13 +21,6 @@ QUALITY_WINDOWS: dict[str, timedelta] = {
     "30d": timedelta(days=30),
 }
 RANGE_WINDOW = "range"  # the one window of a request that gives `from`
-
-
-class InvalidTimeRange(LeafWatchError):
-    """A time range whose start is not before its end."""
-
-    code = "invalid_period"  # the same code as /usage and /retention give
-    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
 @dataclass
@@ -113,14 +105,14 @@ def request_ranges(
 ) -> dict[str, tuple[datetime, datetime]]:
     """The ranges of a request: [start, end) alone, or every window ending at `end` (default now).
 
-    Naive times are taken as UTC; raises InvalidTimeRange when start is not before end.
+    Naive times are taken as UTC; raises InvalidPeriod when start is not before end.
     """
     end = as_utc(end) if end is not None else now
     if start is None:
         return rolling_ranges(end, QUALITY_WINDOWS)
     start = as_utc(start)
     if start >= end:
-        raise InvalidTimeRange(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
+        raise InvalidPeriod(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
     return {RANGE_WINDOW: (start, end)}
 
 

@@ -7,27 +7,19 @@ touches, from that first day's midnight up to `end`. The other figures cover the
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from http import HTTPStatus
 from typing import Any
 
 from sqlalchemy import Date, Integer, and_, case, cast, distinct, func, literal, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from leafwatch.errors import LeafWatchError
+from leafwatch.errors import InvalidPeriod
 from leafwatch.storage.tables import Feedback, Prediction
 
 DAY = timedelta(days=1)
 ACTIVE_WINDOWS = {"1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 MAX_PERIOD = timedelta(days=366)
 DEFAULT_PERIOD = timedelta(days=30)
-
-
-class InvalidPeriod(LeafWatchError):
-    """A `from`/`to` pair that does not make a period analytics can answer for."""
-
-    code = "invalid_period"
-    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
 @dataclass(frozen=True, slots=True)
