@@ -1,7 +1,6 @@
 """Real servers for tests on free 127.0.0.1 ports, stopped afterwards: LeafWatch, receivers."""
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,12 +14,7 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from leafwatch.stack import free_port
 
 
 @contextmanager

@@ -77,10 +77,4 @@ def _check_route(request: Request, route: str) -> None:
 
 
 def _out(fault: Fault) -> FaultOut:
-    return FaultOut(
-        route=fault.route,
-        latency_ms=fault.latency_ms,
-        error_ratio=fault.error_ratio,
-        set_at=fault.set_at,
-        expires_at=fault.expires_at,
-    )
+    return FaultOut.model_validate(fault, from_attributes=True)

@@ -20,26 +20,21 @@ def drift(
 ) -> None:
     """Test the served model's recent traffic for drift now, store the report and print it."""
     from leafwatch.api.drift import drift_report_out
+    from leafwatch.cli.database import database_session
     from leafwatch.cli.main import _registry
     from leafwatch.service.drift import run_for_model
-    from leafwatch.storage import db
 
     settings = Settings()
-    engine = db.make_engine(settings.resolved_database_url())
     try:
-        if settings.should_migrate_on_start():
-            db.upgrade(engine)
-        registry = _registry()
-        status = console.status("testing the current window against the reference")
-        with status, db.make_sessionmaker(engine)() as session:
-            report = drift_report_out(
-                run_for_model(session, settings=settings, model=registry.production())
-            )
+        with database_session(settings) as session:
+            registry = _registry()
+            with console.status("testing the current window against the reference"):
+                report = drift_report_out(
+                    run_for_model(session, settings=settings, model=registry.production())
+                )
     except DriftUnavailable as exc:
         console.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
     if as_json:
         typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
         return

@@ -32,8 +32,9 @@ def report(
     ] = None,
 ) -> None:
     """Print usage, retention and model quality of a period (the analytics endpoints' figures)."""
+    from leafwatch.cli.database import database_session
     from leafwatch.service.quality import window_quality
-    from leafwatch.storage import db, usage
+    from leafwatch.storage import usage
     from leafwatch.storage.tables import utcnow
 
     try:
@@ -41,17 +42,10 @@ def report(
     except InvalidPeriod as exc:
         console.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(2) from None
-    settings = Settings()
-    engine = db.make_engine(settings.resolved_database_url())
-    try:
-        if settings.should_migrate_on_start():
-            db.upgrade(engine)
-        with db.make_sessionmaker(engine)() as session:
-            figures = usage.usage_report(session, period=period)
-            cohorts = usage.retention(session, period=period)
-            quality = window_quality(session, ranges={"period": (period.start, period.end)})
-    finally:
-        engine.dispose()
+    with database_session(Settings()) as session:
+        figures = usage.usage_report(session, period=period)
+        cohorts = usage.retention(session, period=period)
+        quality = window_quality(session, ranges={"period": (period.start, period.end)})
     console.print(
         f"LeafWatch from [bold]{period.start:%Y-%m-%d %H:%M}[/bold] "
         f"to [bold]{period.end:%Y-%m-%d %H:%M}[/bold] UTC"

@@ -36,6 +36,8 @@ ACCURACY_WINDOWS = {
 }
 
 API_REQUESTS = "api_requests_total"
+API_REQUEST_LATENCY = "api_request_latency_seconds"
+API_REJECTED_UPLOADS = "api_rejected_uploads_total"
 API_ERROR_RATE = "api_error_rate"
 INJECTED_FAULTS = "api_injected_faults_total"
 MODEL_ACCURACY = "model_accuracy"
@@ -77,7 +79,7 @@ class Metrics:
             registry=registry,
         )
         self.request_latency = Histogram(
-            "api_request_latency_seconds",
+            API_REQUEST_LATENCY,
             "Time from request to the last byte of the answer, background tasks excluded.",
             ["method", "endpoint"],
             buckets=LATENCY_BUCKETS,
@@ -120,7 +122,7 @@ class Metrics:
             registry=registry,
         )
         self.rejected_uploads = Counter(
-            "api_rejected_uploads_total",
+            API_REJECTED_UPLOADS,
             "Uploads refused before reaching the model, by reason.",
             ["reason"],
             registry=registry,

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.monitor.drift import latest_report
 from leafwatch.monitor.estimation import estimated_accuracy
-from leafwatch.monitor.statistics import wilson_interval
 from leafwatch.observe import metrics as names
 from leafwatch.schemas_dashboard import (
     AccuracyOut,
@@ -26,23 +25,16 @@ from leafwatch.schemas_dashboard import (
     TrafficPointOut,
     UsageWindowOut,
 )
-from leafwatch.storage import queries
-from leafwatch.storage.tables import DriftReport, Feedback, Prediction
+from leafwatch.service.quality import QUALITY_WINDOWS, accuracy_intervals
+from leafwatch.storage import usage as usage_figures
+from leafwatch.storage.tables import DriftReport, Prediction
 
-ACCURACY_WINDOWS = {
-    "1h": timedelta(hours=1),
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-}
-USAGE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
+# Each usage window, and the window of storage.usage.active_users with the same length.
+USAGE_WINDOWS = {"24h": (timedelta(hours=24), "1d"), "7d": (timedelta(days=7), "7d")}
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 QUANTILES = (0.5, 0.95, 0.99)
 # The page polls these: counting them would show the dashboard watching itself as traffic.
 OWN_ENDPOINTS = ("/dashboard", "/api/v1/dashboard")
-# observe/metrics.py names these two instruments inline; the names are Prometheus' contract.
-REQUEST_LATENCY = "api_request_latency_seconds"
-REJECTED_UPLOADS = "api_rejected_uploads"
 
 
 @dataclass(frozen=True)
@@ -71,7 +63,7 @@ def read_snapshot(families: Iterable[Metric], *, at: float) -> Snapshot:
             if sample.name == names.API_REQUESTS:
                 status = f"{sample.labels['status'][:1]}xx"
                 by_status[status] = by_status.get(status, 0.0) + sample.value
-            elif sample.name == f"{REQUEST_LATENCY}_bucket":
+            elif sample.name == f"{names.API_REQUEST_LATENCY}_bucket":
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
     return Snapshot(at=at, by_status=by_status, buckets=tuple(sorted(buckets.items())))
@@ -179,12 +171,12 @@ def predictions_by_class(session: Session, *, as_of: datetime) -> list[ClassCoun
     """Predictions per predicted class over each usage window, in one query."""
     columns = [
         func.coalesce(func.sum(case((Prediction.timestamp >= as_of - length, 1), else_=0)), 0)
-        for length in USAGE_WINDOWS.values()
+        for length, _ in USAGE_WINDOWS.values()
     ]
     query = (
         select(Prediction.predicted_class_name, *columns)
         .where(
-            Prediction.timestamp >= as_of - max(USAGE_WINDOWS.values()),
+            Prediction.timestamp >= as_of - max(length for length, _ in USAGE_WINDOWS.values()),
             Prediction.timestamp < as_of,
         )
         .group_by(Prediction.predicted_class_name)
@@ -198,36 +190,17 @@ def predictions_by_class(session: Session, *, as_of: datetime) -> list[ClassCoun
 
 def usage(session: Session, *, as_of: datetime) -> list[UsageWindowOut]:
     """Predictions, distinct users and the share with a verdict over each usage window."""
-    judged = select(Feedback.prediction_id).where(Feedback.timestamp < as_of).distinct()
-    judged_ids = judged.subquery("judged")
-    columns = []
-    for length in USAGE_WINDOWS.values():
-        inside = Prediction.timestamp >= as_of - length
-        columns += [
-            func.coalesce(func.sum(case((inside, 1), else_=0)), 0),
-            func.count(func.distinct(case((inside, Prediction.user_id)))),
-            func.coalesce(
-                func.sum(case((inside & judged_ids.c.prediction_id.is_not(None), 1), else_=0)), 0
-            ),
-        ]
-    query = (
-        select(*columns)
-        .select_from(Prediction)
-        .outerjoin(judged_ids, judged_ids.c.prediction_id == Prediction.id)
-        .where(
-            Prediction.timestamp >= as_of - max(USAGE_WINDOWS.values()),
-            Prediction.timestamp < as_of,
-        )
-    )
-    row = session.execute(query).one()
+    users = usage_figures.active_users(session, as_of=as_of)
     windows = []
-    for index, window in enumerate(USAGE_WINDOWS):
-        made, users, reviewed = (int(value) for value in row[3 * index : 3 * index + 3])
+    for window, (length, active) in USAGE_WINDOWS.items():
+        made, reviewed = usage_figures.judged_predictions(
+            session, since=as_of - length, until=as_of
+        )
         windows.append(
             UsageWindowOut(
                 window=window,
                 predictions=made,
-                active_users=users,
+                active_users=users[active],
                 reviewed=reviewed,
                 feedback_rate=reviewed / made if made else None,
             )
@@ -243,29 +216,27 @@ def accuracy(session: Session, *, as_of: datetime) -> list[AccuracyOut]:
     """
     realized = {
         (figure.model_version, figure.window): figure
-        for figure in queries.accuracy_by_version(session, as_of=as_of, windows=ACCURACY_WINDOWS)
+        for figure in accuracy_intervals(session, as_of=as_of, windows=QUALITY_WINDOWS)
     }
     estimates = {
         (figure.model_version, figure.window): figure.estimated
-        for figure in estimated_accuracy(session, as_of=as_of, windows=ACCURACY_WINDOWS)
+        for figure in estimated_accuracy(session, as_of=as_of, windows=QUALITY_WINDOWS)
     }
-    order = list(ACCURACY_WINDOWS)
+    order = list(QUALITY_WINDOWS)
     rows = []
     for version, window in sorted(
         realized.keys() | estimates.keys(), key=lambda key: (key[0], order.index(key[1]))
     ):
         figure = realized.get((version, window))
-        reviewed, correct = (figure.reviewed, figure.correct) if figure else (0, 0)
-        interval = wilson_interval(correct, reviewed)
         rows.append(
             AccuracyOut(
                 model_version=version,
                 window=window,
-                reviewed=reviewed,
-                correct=correct,
-                accuracy=correct / reviewed if reviewed else None,
-                lower=interval[0] if interval else None,
-                upper=interval[1] if interval else None,
+                reviewed=figure.reviewed if figure else 0,
+                correct=figure.correct if figure else 0,
+                accuracy=figure.accuracy if figure else None,
+                lower=figure.wilson_low if figure else None,
+                upper=figure.wilson_high if figure else None,
                 estimated=estimates.get((version, window)),
             )
         )
@@ -305,6 +276,6 @@ def dashboard_data(
         predictions_by_class=predictions_by_class(session, as_of=now),
         accuracy=accuracy(session, as_of=now),
         drift=drift(latest_report(session)),
-        rejected_uploads=read_counter(families, f"{REJECTED_UPLOADS}_total", "reason"),
+        rejected_uploads=read_counter(families, names.API_REJECTED_UPLOADS, "reason"),
         usage=usage(session, as_of=now),
     )

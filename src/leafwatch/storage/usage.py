@@ -140,10 +140,16 @@ def _seen_since(session: Session, *, since: dict[str, datetime], end: datetime) 
     return {name: int(count) for name, count in zip(since, counts, strict=True)}
 
 
+def judged_predictions(session: Session, *, since: datetime, until: datetime) -> tuple[int, int]:
+    """Predictions made in `[since, until)`, and how many have a verdict given before `until`."""
+    total = session.scalar(select(func.count()).where(_in(since, until))) or 0
+    return total, _judged(session, since=since, until=until) if total else 0
+
+
 def feedback_rate(session: Session, *, since: datetime, until: datetime) -> float | None:
     """Share of predictions made in `[since, until)` with a verdict given before `until`."""
-    total = session.scalar(select(func.count()).where(_in(since, until))) or 0
-    return _judged(session, since=since, until=until) / total if total else None
+    total, judged = judged_predictions(session, since=since, until=until)
+    return judged / total if total else None
 
 
 def _judged(session: Session, *, since: datetime, until: datetime) -> int:
