@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck pytest postgres tools stack bench bench-instrumentation clean
+.PHONY: run test lint typecheck pytest postgres tools stack demo bench bench-instrumentation clean
 
 run: $(RUN_STAMP)
 	$(BIN)/leafwatch serve
@@ -33,6 +33,17 @@ tools:
 # a LeafWatch that `make run` serves; Ctrl-C stops both.
 stack: $(RUN_STAMP) tools
 	$(BIN)/leafwatch stack up
+
+# The seed's 30 days in about ten minutes: LeafWatch, Prometheus and Alertmanager started here,
+# with rules 30 times faster, and the `story` scenario played against them (docs/simulator.md).
+# The [simulate] extra (onnx) builds the worse model of the accuracy phase.
+DEMO_STAMP := $(VENV)/.installed-demo
+demo: $(DEMO_STAMP) tools
+	$(BIN)/leafwatch demo --scenario story --speed 30
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[simulate]'
+	touch $@ $(RUN_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/predict.py

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -139,7 +140,7 @@ end
 WRK_PREDICT = (
     WRK_REPORT
     + """
-local head, tail, salt, counter
+local head, rest, tail, salt, counter
 local content_type = "multipart/form-data; boundary=BOUNDARY"
 
 init = function(args)
@@ -149,14 +150,18 @@ init = function(args)
   salt, counter = args[2], 0
   head = "--BOUNDARY\\r\\nContent-Disposition: form-data; name=\\"user_id\\"\\r\\n\\r\\nbench\\r\\n"
     .. "--BOUNDARY\\r\\nContent-Disposition: form-data; name=\\"file\\"; "
-    .. "filename=\\"leaf.jpg\\"\\r\\nContent-Type: image/jpeg\\r\\n\\r\\n" .. image
+    .. "filename=\\"leaf.jpg\\"\\r\\nContent-Type: image/jpeg\\r\\n\\r\\n"
+    .. image:sub(1, 2)
+  rest = image:sub(3)
   tail = "\\r\\n--BOUNDARY--\\r\\n"
 end
 
--- Unique bytes after the JPEG end marker: the content-addressed store writes every upload.
+-- A comment segment (COM) right after the JPEG's SOI, 42 unique bytes: the content-addressed
+-- store writes every upload, and the image stays a valid JPEG with nothing after its end.
 request = function()
   counter = counter + 1
-  local body = head .. salt .. counter .. tail
+  local unique = string.format("%s%010d", salt, counter)
+  local body = head .. "\\255\\254" .. string.char(0, #unique + 2) .. unique .. rest .. tail
   return wrk.format("POST", nil, {["Content-Type"] = content_type}, body)
 end
 """.replace("BOUNDARY", BOUNDARY)
@@ -170,7 +175,9 @@ def multipart(image: bytes, unique: str) -> bytes:
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="leaf.jpg"\r\n'
         "Content-Type: image/jpeg\r\n\r\n"
     )
-    return head.encode() + image + f"{unique}\r\n--{BOUNDARY}--\r\n".encode()
+    comment = b"\xff\xfe" + struct.pack(">H", len(unique) + 2) + unique.encode()
+    jpeg = image[:2] + comment + image[2:]
+    return head.encode() + jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 def wrk_load(

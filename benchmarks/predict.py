@@ -2,8 +2,8 @@
 
 Measures, in one run, predictions per second and p50/p99 latency of POST /api/v1/predict with 1 and
 2 uvicorn workers, for 12 MP JPEGs and for small images, against decode + inference in one process.
-Load comes from a separate process. Every upload gets unique trailing bytes (after the image's end
-marker, which decoders ignore) so the content-addressed store writes every image, as in production.
+Load comes from a separate process. Every upload gets a unique JPEG comment segment, so the
+content-addressed store writes every image, as in production.
 
     .venv/bin/python benchmarks/predict.py [--requests 60] [--quick]
 """
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from leafwatch.simulate.traffic import unique_jpeg
 
 
 def leaf_image(width: int, height: int) -> bytes:
@@ -70,7 +72,7 @@ def breakdown(data: bytes, count: int) -> dict[str, float]:
         predictor = runtime.predictor()
         steps: dict[str, list[float]] = {"image store (sha256 + write)": [], "database row": []}
         for index in range(count + 5):
-            body = data + uuid.uuid4().bytes
+            body = unique_jpeg(data, index)
             decoded = decode_image(body, max_bytes=10**8, max_pixels=10**9)
             output = predictor.classifier.predict(decoded.image)
             t0 = time.perf_counter()
@@ -94,7 +96,7 @@ def breakdown(data: bytes, count: int) -> dict[str, float]:
                 timestamp=utcnow(),
                 meta={"probabilities": [float(p) for p in output.probabilities]},
             )
-            with predictor.sessions() as session:
+            with runtime.sessions() as session:
                 queries.add(session, row=row)
             t2 = time.perf_counter()
             if index >= 5:
@@ -117,7 +119,7 @@ def load(url: str, image_path: str, count: int, concurrency: int) -> dict[str, f
     data = Path(image_path).read_bytes()
 
     def one(client: httpx.Client) -> float:
-        body = data + uuid.uuid4().bytes  # unique content, same decode work
+        body = unique_jpeg(data, uuid.uuid4().int)  # unique content, same decode work
         t0 = time.perf_counter()
         response = client.post(
             f"{url}/api/v1/predict",

@@ -1,20 +1,23 @@
 """Shared fixtures: settings per test on SQLite and on the local PostgreSQL, a live app, images."""
 
 import io
+import logging
 import os
 import struct
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from structlog.typing import EventDict
 
 from leafwatch.app import create_app
 from leafwatch.config import Settings
+from leafwatch.observe.logs import configure_logging
 
 # The local PostgreSQL that `make test` starts; override to test against another server.
 PG_ADMIN_DSN = os.environ.get("LEAFWATCH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -27,6 +30,19 @@ def _test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The hourly drift run starts with each app; tests that are about it switch it back on.
     monkeypatch.setenv("LEAFWATCH_DRIFT_INTERVAL_SECONDS", "0")
     monkeypatch.setenv("LEAFWATCH_PERFORMANCE_INTERVAL_SECONDS", "0")
+    monkeypatch.setenv("LEAFWATCH_ROLLUP_INTERVAL_SECONDS", "0")
+
+
+@pytest.fixture
+def log_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Callable[[], list[EventDict]]:
+    """A function returning the structlog events logged so far in the test, as dicts.
+
+    Read through the standard library, where LeafWatch's logging sends every line: structlog's
+    `capture_logs` misses loggers cached before it (`cache_logger_on_first_use`).
+    """
+    configure_logging(Settings(var_dir=tmp_path, log_file=""))
+    caplog.set_level(logging.DEBUG)
+    return lambda: [record.msg for record in caplog.records if isinstance(record.msg, dict)]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from leafwatch import __version__
 from leafwatch.api import (
+    alerts,
     analytics,
     dashboard,
     drift,
@@ -25,17 +26,24 @@ from leafwatch.api import (
 )
 from leafwatch.api import metrics as metrics_route
 from leafwatch.api import usage as usage_routes
+from leafwatch.api.deps import bearer_matches
 from leafwatch.api.errors import install_error_handlers
+from leafwatch.api.limits import LimitsMiddleware
+from leafwatch.api.security import Access
 from leafwatch.config import Settings
 from leafwatch.monitor.scheduler import every
 from leafwatch.observe.exposition import instrument_registry, mark_dead, multiprocess_dir
 from leafwatch.observe.logs import configure_logging
 from leafwatch.observe.metrics import Metrics
+from leafwatch.observe.metrics_server import MetricsServer, hold
 from leafwatch.observe.middleware import ObserveMiddleware, no_exemplar, trace_exemplar
 from leafwatch.observe.tracing import instrument_app, make_tracer_provider, start_export
 from leafwatch.runtime import Runtime, open_runtime
+from leafwatch.service.replay import replay_forever
 
 log = structlog.stdlib.get_logger(__name__)
+# Retention is counted in days: an hourly sweep keeps images at most an hour past theirs.
+IMAGE_RETENTION_INTERVAL = timedelta(hours=1)
 
 
 async def poll_model(runtime: Runtime, seconds: float) -> None:
@@ -46,6 +54,11 @@ async def poll_model(runtime: Runtime, seconds: float) -> None:
             await run_in_threadpool(runtime.reload_model)
         except Exception:  # the registry may be away for a while: keep serving what is loaded
             log.warning("the production model version could not be checked", exc_info=True)
+
+
+def _metrics_authorized(settings: Settings, authorization: str | None) -> bool:
+    token = settings.resolved_metrics_token()
+    return token is None or bearer_matches(authorization, token)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,30 +76,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start_export(tracer_provider, settings)
         runtime = await run_in_threadpool(open_runtime, settings, metrics, tracer_provider)
         app.state.runtime = runtime
+        app.state.access = Access(settings, runtime.sessions, metrics)
         # What start-up built (the model, the libraries) lives as long as the process: keeping it
         # out of the collector's reach makes its full collections short pauses, not 100 ms ones.
         gc.freeze()
-        scheduler = None
-        if settings.drift_interval_seconds > 0:
-            scheduler = asyncio.create_task(
-                every(
-                    timedelta(seconds=settings.drift_interval_seconds),
-                    job="drift",
-                    sessions=runtime.sessions,
-                    work=runtime.scheduled_drift,
-                )
+        # Periodic jobs, each run once per period across every process and replica (`every`).
+        jobs = {
+            "drift": (settings.drift_interval_seconds, runtime.scheduled_drift),
+            "model_performance": (
+                settings.performance_interval_seconds,
+                runtime.record_performance,
+            ),
+            "rollups": (settings.rollup_interval_seconds, runtime.roll_up),
+            "image_retention": (
+                IMAGE_RETENTION_INTERVAL.total_seconds()
+                if settings.image_retention_days > 0
+                else 0,
+                runtime.prune_images,
+            ),
+        }
+        tasks = [
+            asyncio.create_task(
+                every(timedelta(seconds=seconds), job=job, sessions=runtime.sessions, work=work)
             )
-        tasks = [scheduler] if scheduler is not None else []
-        if settings.performance_interval_seconds > 0:
-            performance = every(
-                timedelta(seconds=settings.performance_interval_seconds),
-                job="model_performance",
-                sessions=runtime.sessions,
-                work=runtime.record_performance,
-            )
-            tasks.append(asyncio.create_task(performance))
+            for job, (seconds, work) in jobs.items()
+            if seconds > 0
+        ]
+        if runtime.recorder.spool is not None:
+            # At start too: what a previous process left in the spool goes to the database.
+            replay = replay_forever(runtime.recorder, settings.spool_retry_seconds)
+            tasks.append(asyncio.create_task(replay))
         if settings.model_poll_seconds > 0:
             tasks.append(asyncio.create_task(poll_model(runtime, settings.model_poll_seconds)))
+        if settings.metrics_port is not None:
+            port = MetricsServer(
+                runtime.exposition,
+                host=settings.metrics_host or settings.host,
+                port=settings.metrics_port,
+                authorized=lambda header: _metrics_authorized(settings, header),
+            )
+            port.try_bind()  # taken by another worker: it waits; unusable: the start fails
+            tasks.append(asyncio.create_task(hold(port)))
         try:
             yield
         finally:
@@ -107,6 +137,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # The fault switch touches every route, so it costs nothing unless switched on.
         dependencies=[Depends(faults.inject_faults)] if settings.faults_enabled else None,
+        # The one upload form has a file and two short fields; the parser's defaults (1000 files,
+        # 1000 fields) would let a body of tiny parts cost far more than its size.
+        form_limits={"max_files": 1, "max_fields": 8, "max_part_size": 4096},
     )
     install_error_handlers(app)
     for router in (
@@ -118,11 +151,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage_routes.router,
         dashboard.router,
         health.router,
+        alerts.router,
     ):
         app.include_router(router)
-    app.include_router(metrics_route.router)
+    if settings.metrics_port is None:  # else only the metrics port serves it
+        app.include_router(metrics_route.router)
     if settings.faults_enabled:
         app.include_router(faults.router)
+    app.add_middleware(
+        LimitsMiddleware,
+        max_body_bytes=settings.resolved_max_request_bytes(),
+        timeout_s=settings.request_timeout_seconds,
+        metrics=metrics,
+    )
     # Added last, so it wraps every other middleware: it sees every request and every failure.
     app.add_middleware(
         ObserveMiddleware,

@@ -3,10 +3,15 @@
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "banana_sigatoka_detector"
+# Room in a request body for a form's fields other than the file: ids, place names, boundaries.
+FORM_FIELDS_BYTES = 64 * 1024
+# Ten a second, sustained, per client and worker: far above what a phone sends, low enough that
+# one runaway client cannot take the service's whole capacity.
+PRODUCTION_RATE_LIMIT_PER_MINUTE = 600.0
 
 
 class Settings(BaseSettings):
@@ -16,6 +21,11 @@ class Settings(BaseSettings):
         env_prefix="LEAFWATCH_", env_file=None, extra="ignore", frozen=True
     )
 
+    profile: Literal["embedded", "production"] = Field(
+        "embedded",
+        description="embedded: open to every caller, for one machine; production: API keys "
+        "required and a rate limit, unless the settings below say otherwise.",
+    )
     var_dir: Path = Field(Path("var"), description="Where the embedded defaults keep their files.")
     database_url: str | None = Field(
         None,
@@ -26,6 +36,17 @@ class Settings(BaseSettings):
         None,
         description="Apply database migrations at start; default: yes for SQLite, no otherwise "
         "(run `leafwatch db upgrade`).",
+    )
+    spool_enabled: bool = Field(
+        True,
+        description="While the database is away, keep accepted predictions and feedback in a "
+        "local spool, on disk before the answer, and replay them when it answers again.",
+    )
+    spool_dir: Path | None = Field(None, description="Spool files; default var_dir/spool.")
+    spool_retry_seconds: Annotated[float, Field(gt=0)] = Field(
+        5.0,
+        description="After a database failure, writes go straight to the spool for this long; "
+        "the spool is replayed as often.",
     )
     image_dir: Path | None = Field(None, description="Image store; default var_dir/images.")
     model_dir: Path | None = Field(
@@ -51,6 +72,21 @@ class Settings(BaseSettings):
     max_image_pixels: Annotated[int, Field(gt=0)] = Field(
         40_000_000, description="Largest accepted image, in pixels (decompression bombs)."
     )
+    max_request_bytes: Annotated[int, Field(gt=0)] | None = Field(
+        None,
+        description="Largest request body, counted as it arrives (413 past it); default: "
+        "max_upload_bytes plus 64 KiB for the form's other fields.",
+    )
+    request_timeout_seconds: Annotated[float, Field(ge=0)] = Field(
+        60.0,
+        description="Longest wait for the start of an answer: past it, 408 if the body is still "
+        "arriving, else 503 (work already in a thread still finishes); 0: no limit.",
+    )
+    image_retention_days: Annotated[float, Field(ge=0)] = Field(
+        0.0,
+        description="Delete stored images not uploaded again for this many days (rows keep "
+        "their hash); 0: keep them forever.",
+    )
     inference_threads: Annotated[int, Field(ge=0)] = Field(
         1, description="ONNX Runtime intra-op threads per process (0: let it choose)."
     )
@@ -67,6 +103,14 @@ class Settings(BaseSettings):
     )
     metrics_token_file: Path | None = Field(
         None, description="File holding the /metrics bearer token (instead of metrics_token)."
+    )
+    metrics_port: Annotated[int, Field(gt=0, lt=65536)] | None = Field(
+        None,
+        description="Serve /metrics on this port only (not on the API's port); with several "
+        "workers, one of them holds it.",
+    )
+    metrics_host: str | None = Field(
+        None, description="Address the metrics port binds to; default: the same as host."
     )
     metrics_cache_seconds: Annotated[float, Field(ge=0)] = Field(
         30.0, description="How long figures computed from the database (accuracy) are reused."
@@ -124,11 +168,31 @@ class Settings(BaseSettings):
         86400,
         description="How often the daily model_performance rows are recomputed; 0: never.",
     )
+    rollup_interval_seconds: Annotated[float, Field(ge=0)] = Field(
+        600.0,
+        description="How often the daily usage and quality rollups take in new and changed past "
+        "days (the analytics read whole past days from them); 0: never.",
+    )
     retraining_webhook_url: SecretStr | None = Field(
         None, description="URL that gets a JSON POST when retraining is recommended."
     )
     retraining_webhook_url_file: Path | None = Field(
         None, description="File holding that URL (instead of retraining_webhook_url)."
+    )
+    retraining_command: str | None = Field(
+        None,
+        description="Command run when retraining is recommended (split like a shell would, run "
+        "without one), the event as JSON on its stdin.",
+    )
+    retraining_command_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        60.0,
+        description="The retraining command is stopped after this long (the drift run waits "
+        "for it: the command should start the retraining, not do it).",
+    )
+    auto_rollback: bool = Field(
+        False,
+        description="Let a firing critical alert on the production version, received at "
+        "POST /api/v1/alerts, roll production back to the previous version (once per version).",
     )
     faults_enabled: bool = Field(
         False, description="Turn on the fault switch, POST /api/v1/admin/faults (tests, demos)."
@@ -139,6 +203,33 @@ class Settings(BaseSettings):
     admin_token_file: Path | None = Field(
         None, description="File holding the admin token (instead of admin_token)."
     )
+    require_api_key: bool | None = Field(
+        None,
+        description="Predict and feedback need an X-API-Key (`leafwatch keys create`); "
+        "default: yes in the production profile, no in the embedded one.",
+    )
+    api_key_cache_seconds: Annotated[float, Field(ge=0)] = Field(
+        30.0,
+        description="How long a process trusts its copy of the API keys: a new or revoked key "
+        "takes effect within this many seconds.",
+    )
+    rate_limit_per_minute: Annotated[float, Field(ge=0)] | None = Field(
+        None,
+        description="Predict and feedback requests per minute per client (API key, else IP) and "
+        "per worker; 0: no limit; default: 600 in the production profile, none in the embedded.",
+    )
+    rate_limit_burst: Annotated[int, Field(ge=1)] = Field(
+        60, description="Requests a client may send at once before the per-minute rate applies."
+    )
+
+    @model_validator(mode="after")
+    def _metrics_port_is_not_the_api_port(self) -> "Settings":
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(
+                f"metrics_port {self.metrics_port} is the API's port: choose another, or unset it "
+                "to serve /metrics on the API's port"
+            )
+        return self
 
     def resolved_database_url(self) -> str:
         """Return the database URL, the SQLite default included."""
@@ -147,6 +238,14 @@ class Settings(BaseSettings):
     def resolved_image_dir(self) -> Path:
         """Return the image store directory."""
         return self.image_dir or self.var_dir / "images"
+
+    def resolved_max_request_bytes(self) -> int:
+        """Return the request body limit: the upload limit plus room for the other form fields."""
+        return self.max_request_bytes or self.max_upload_bytes + FORM_FIELDS_BYTES
+
+    def resolved_spool_dir(self) -> Path:
+        """Return the directory of the spool files."""
+        return self.spool_dir or self.var_dir / "spool"
 
     def resolved_model_dir(self) -> Path:
         """Return the local model registry directory."""
@@ -167,6 +266,18 @@ class Settings(BaseSettings):
     def resolved_retraining_webhook_url(self) -> str | None:
         """Return the retraining webhook URL, read from its file when one is given."""
         return _secret(self.retraining_webhook_url, self.retraining_webhook_url_file)
+
+    def requires_api_key(self) -> bool:
+        """Whether predict and feedback need an API key."""
+        if self.require_api_key is not None:
+            return self.require_api_key
+        return self.profile == "production"
+
+    def resolved_rate_limit_per_minute(self) -> float:
+        """Requests per minute a client may make; 0 means no limit."""
+        if self.rate_limit_per_minute is not None:
+            return self.rate_limit_per_minute
+        return PRODUCTION_RATE_LIMIT_PER_MINUTE if self.profile == "production" else 0.0
 
     def should_migrate_on_start(self) -> bool:
         """Whether to apply migrations when the app starts."""

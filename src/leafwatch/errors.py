@@ -17,6 +17,10 @@ class LeafWatchError(Exception):
         if code is not None:
             self.code = code
 
+    def response_headers(self) -> dict[str, str]:
+        """Headers the HTTP answer carries (the class's, unless an error knows more)."""
+        return self.headers
+
 
 class InvalidImage(LeafWatchError):
     """An upload that is not an image LeafWatch accepts; `code` says why."""
@@ -28,6 +32,8 @@ class InvalidImage(LeafWatchError):
         "not_an_image": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
         "unsupported_format": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
         "corrupt_image": HTTPStatus.UNPROCESSABLE_ENTITY,
+        "trailing_data": HTTPStatus.UNPROCESSABLE_ENTITY,
+        "too_many_scans": HTTPStatus.UNPROCESSABLE_ENTITY,
     }
 
     def __init__(self, code: str, detail: str) -> None:
@@ -35,6 +41,27 @@ class InvalidImage(LeafWatchError):
             raise ValueError(f"unknown image error code {code!r}")
         super().__init__(detail, code=code)
         self.status_code = self.STATUS_BY_CODE[code]
+
+
+class RequestTooLarge(LeafWatchError):
+    """A request body over the size limit, declared in its headers or counted as it arrived."""
+
+    code = "request_too_large"
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class BodyTimeout(LeafWatchError):
+    """A request body that was still arriving when the request's time ran out."""
+
+    code = "body_timeout"
+    status_code = HTTPStatus.REQUEST_TIMEOUT
+
+
+class RequestTimeout(LeafWatchError):
+    """A request whose answer had not started when its time ran out."""
+
+    code = "request_timeout"
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class PredictionNotFound(LeafWatchError):
@@ -78,6 +105,35 @@ class Forbidden(LeafWatchError):
 
     code = "forbidden"
     status_code = HTTPStatus.FORBIDDEN
+
+
+class ApiKeyNotFound(LeafWatchError):
+    """No API key has the given id."""
+
+    code = "api_key_not_found"
+    status_code = HTTPStatus.NOT_FOUND
+
+
+class RateLimited(LeafWatchError):
+    """A client over its request rate; it may try again in `retry_after` seconds."""
+
+    code = "rate_limited"
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str]:
+        """Retry-After, in whole seconds."""
+        return {"Retry-After": str(self.retry_after)}
+
+
+class StorageUnavailable(LeafWatchError):
+    """Neither the database nor the local spool could take a record."""
+
+    code = "database_unavailable"
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class DriftUnavailable(LeafWatchError):

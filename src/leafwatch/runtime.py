@@ -1,5 +1,6 @@
 """What a running LeafWatch process holds: database, image store, registry and the loaded model."""
 
+import sqlite3
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from leafwatch.config import Settings
 from leafwatch.errors import DriftUnavailable, ModelNotReady
 from leafwatch.model.classifier import OnnxClassifier
+from leafwatch.model.preprocess import configure_image_memory
 from leafwatch.model.registry import ModelRegistry, ModelVersionInfo, open_registry
 from leafwatch.monitor import estimation
 from leafwatch.monitor.drift import latest_report
@@ -33,8 +35,10 @@ from leafwatch.observe.tracing import instrument_engine
 from leafwatch.service import drift, quality
 from leafwatch.service.faults import FaultSwitch
 from leafwatch.service.predict import Predictor
-from leafwatch.storage import db, queries, usage
+from leafwatch.service.recorder import Recorder
+from leafwatch.storage import db, queries, rollups, usage
 from leafwatch.storage.images import LocalImageStore
+from leafwatch.storage.spool import Spool
 from leafwatch.storage.tables import DriftReport
 
 log = structlog.stdlib.get_logger(__name__)
@@ -56,6 +60,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     images: LocalImageStore
     registry: ModelRegistry
+    recorder: Recorder
     io: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="leafwatch-io")
     )
@@ -73,7 +78,7 @@ class Runtime:
         return Predictor(
             classifier=self.classifier,
             images=self.images,
-            sessions=self.sessions,
+            recorder=self.recorder,
             io=self.io,
             tracer=self.tracer,
             max_bytes=self.settings.max_upload_bytes,
@@ -118,18 +123,35 @@ class Runtime:
             for back in range(PERFORMANCE_DAYS):
                 quality.record_daily_performance(session, day=today - timedelta(days=back))
 
+    def prune_images(self) -> int:
+        """Delete the images past the retention period, count them; returns how many."""
+        days = self.settings.image_retention_days
+        deleted = self.images.prune(stored_before=datetime.now(UTC) - timedelta(days=days))
+        self.metrics.images_deleted.inc(deleted)
+        log.info("images past their retention deleted", deleted=deleted, retention_days=days)
+        return deleted
+
+    def roll_up(self) -> None:
+        """Roll up the past days that are new or have changed (late predictions or verdicts)."""
+        run = rollups.roll_up(self.sessions)
+        log.info("rollups updated", days=len(run.days), seconds=round(run.seconds, 3))
+
     def close(self) -> None:
-        """Finish pending image writes and release the database connections."""
+        """Finish pending image writes, let the spool file go, release the database connections."""
         self.io.shutdown(wait=True)
+        self.recorder.close()
         self.engine.dispose()
 
 
 def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerProvider) -> Runtime:
     """Connect the database (migrating if configured), open the store and load the model."""
+    configure_image_memory()
     engine = db.make_engine(settings.resolved_database_url())
     instrument_engine(engine, tracer_provider)
     if settings.should_migrate_on_start():
         db.upgrade(engine)
+    sessions = db.make_sessionmaker(engine)
+    spool = Spool(settings.resolved_spool_dir()) if settings.spool_enabled else None
     runtime = Runtime(
         settings=settings,
         metrics=metrics,
@@ -140,9 +162,10 @@ def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
             error_rate_window_s=settings.error_rate_window_seconds,
         ),
         engine=engine,
-        sessions=db.make_sessionmaker(engine),
+        sessions=sessions,
         images=LocalImageStore(settings.resolved_image_dir()),
         registry=open_registry(settings),
+        recorder=Recorder(sessions, spool, metrics, retry_s=settings.spool_retry_seconds),
     )
     if settings.faults_enabled:
         runtime.faults = FaultSwitch(runtime.sessions, metrics)
@@ -229,11 +252,19 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
             log.warning("usage figures skipped: the database could not be read", exc_info=True)
             return []
 
+    def spool_figures() -> Sequence[Metric]:
+        try:
+            return [names.spool_depth_family(runtime.recorder.spool_depth())]
+        except (OSError, sqlite3.Error):
+            log.warning("spool depth skipped: the spool could not be read", exc_info=True)
+            return []
+
     return [
         FunctionCollector(model),
         FunctionCollector(accuracy),
         FunctionCollector(drift_figures),
         FunctionCollector(usage_figures),
+        FunctionCollector(spool_figures),
     ]
 
 

@@ -93,7 +93,8 @@ class FeedbackOut(BaseModel):
     is_correct: bool = Field(description="Whether the predicted class was right.")
     correct_class_id: int | None = Field(description="Id of the true class.")
     correct_class_name: ClassName | None = Field(
-        description="The true class; the predicted one when the verdict says right."
+        description="The true class; the predicted one when the verdict says right (null while "
+        "that is unknown: accepted during a database outage, see docs/reliability.md)."
     )
     feedback_source: FeedbackSource = Field(description="Who judged.")
     user_comment: str | None = Field(description="Free text from the judge.")
@@ -171,11 +172,16 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     """Readiness, and what it depends on."""
 
-    status: Literal["ready", "not_ready"] = Field(description="`ready` answers 200, else 503.")
+    status: Literal["ready", "degraded", "not_ready"] = Field(
+        description="`ready` and `degraded` answer 200, `not_ready` 503. `degraded`: the "
+        "database does not answer, but predictions are served and their records spooled."
+    )
     database: bool = Field(description="The database answers and its schema is current.")
+    spool: bool = Field(description="The local spool is on and readable (docs/reliability.md).")
+    spool_depth: int = Field(description="Records waiting in this host's spool for the database.")
     model: bool = Field(description="The production model is loaded.")
     model_version: str | None = Field(description="Version of the loaded model, if any.")
-    problems: list[str] = Field(description="Why it is not ready; empty when ready.")
+    problems: list[str] = Field(description="Why it is not ready or degraded; empty when ready.")
 
 
 class ModelInfoOut(BaseModel):

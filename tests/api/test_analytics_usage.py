@@ -4,14 +4,18 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from leafwatch.api.usage import retention_out, usage_out
 from leafwatch.app import create_app
 from leafwatch.config import Settings
 from leafwatch.model.labels import CLASS_NAMES
-from leafwatch.storage import db
+from leafwatch.storage import db, usage
+from leafwatch.storage.tables import JobRun, RollupDay
 from tests.api.test_metrics import judge, predict
 from tests.conftest import image_bytes
-from tests.storage.test_usage import seed_usage
+from tests.servers import eventually
+from tests.storage.test_usage import PERIOD, seed_usage
 
 MARCH = {"from": "2026-03-01", "to": "2026-03-10"}
 
@@ -72,6 +76,37 @@ def test_retention_of_a_period(seeded: TestClient) -> None:
     }
     assert last["day"] == "2026-03-10"
     assert (last["size"], last["d1_retained"], last["d7_rate"]) == (1, None, None)
+
+
+def test_the_scheduled_rollup_answers_as_the_rows_do(settings: Settings) -> None:
+    engine = db.make_engine(settings.resolved_database_url())
+    db.upgrade(engine)
+    sessions = db.make_sessionmaker(engine)
+    with sessions() as session:
+        seed_usage(session)
+    rolling = Settings(**(settings.model_dump() | {"rollup_interval_seconds": 3600}))
+
+    def rolled() -> bool:
+        with sessions() as session:
+            done = select(JobRun.status).where(JobRun.job == "rollups")
+            return session.scalar(done) == "done"
+
+    with TestClient(create_app(rolling)) as client:
+        assert eventually(rolled)  # the job runs once at start, then every hour
+        answers = [client.get(f"/api/v1/analytics/{path}", params=MARCH) for path in PATHS]
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(RollupDay)) > 200  # 20 Feb on
+        live = [
+            usage_out(usage.usage_report(session, period=PERIOD, live=True)),
+            retention_out(usage.retention(session, period=PERIOD, live=True)),
+        ]
+    engine.dispose()
+    assert [answer.json() for answer in answers] == [
+        figures.model_dump(mode="json") for figures in live
+    ]
+
+
+PATHS = ("usage", "retention")
 
 
 def test_the_default_period_is_the_last_30_days(client: TestClient) -> None:

@@ -8,6 +8,9 @@ from leafwatch.app import create_app
 from leafwatch.config import Settings
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.model.registry import bundled_model
+from leafwatch.stack import free_port
+from tests.conftest import image_bytes
+from tests.scrape import total
 
 
 def test_health_and_ready(client: TestClient) -> None:
@@ -17,6 +20,8 @@ def test_health_and_ready(client: TestClient) -> None:
     assert ready.json() == {
         "status": "ready",
         "database": True,
+        "spool": True,
+        "spool_depth": 0,
         "model": True,
         "model_version": "1",
         "problems": [],
@@ -121,3 +126,57 @@ def test_a_promotion_in_the_local_registry_is_served_without_a_restart(
         registry.rollback()
         answer = client.post("/api/v1/admin/model/reload", headers=admin)
         assert answer.json() == {"model_version": "1", "changed": True}
+
+
+def test_with_the_database_away_predictions_are_served_and_ready_says_degraded(
+    tmp_path: Path,
+) -> None:
+    nobody = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"  # refuses connections
+    settings = Settings(var_dir=tmp_path / "var", database_url=nobody)
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(
+            "/api/v1/predict",
+            files={"file": ("leaf.jpg", image_bytes(), "image/jpeg")},
+            data={"user_id": "farmer-1"},
+        )
+        assert answer.status_code == 200, answer.text
+        prediction = answer.json()
+        feedback = client.post(
+            "/api/v1/feedback/submit",
+            json={
+                "prediction_id": prediction["prediction_id"],
+                "is_correct": True,
+                "feedback_source": "web",
+            },
+        )
+        assert feedback.status_code == 201, feedback.text
+        assert feedback.json()["correct_class_name"] == prediction["predicted_class_name"]
+        ready = client.get("/ready")
+        assert ready.status_code == 200
+        body = ready.json()
+        assert body["status"] == "degraded"
+        assert (body["database"], body["spool"], body["spool_depth"]) == (False, True, 2)
+        assert "the database does not answer" in body["problems"]
+        metrics = client.get("/metrics").text
+        assert total(metrics, "spool_depth") == 2
+        assert total(metrics, "spool_records_total", outcome="spooled") == 2
+    spooled = list((tmp_path / "var" / "spool").glob("*.spool"))
+    assert len(spooled) == 1, "kept at shutdown for the next process to replay"
+
+
+def test_with_the_database_away_and_the_spool_off_the_service_is_not_ready(
+    tmp_path: Path,
+) -> None:
+    nobody = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"
+    settings = Settings(var_dir=tmp_path / "var", database_url=nobody, spool_enabled=False)
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert (ready.json()["status"], ready.json()["spool"]) == ("not_ready", False)
+        answer = client.post(
+            "/api/v1/predict",
+            files={"file": ("leaf.jpg", image_bytes(), "image/jpeg")},
+            data={"user_id": "farmer-1"},
+        )
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "database_unavailable"

@@ -45,8 +45,12 @@ WARNING = [
     "HostHighCPU",
     "FaultInjectionActive",
     "HostDiskSpaceLow",  # the early stage of the disk alert
+    "SpoolNotDraining",
 ]
 PAGE = "email-critical,slack-critical,pagerduty-critical,sms-critical"
+# A page naming a model version also goes to LeafWatch's webhook, which may roll it back.
+MODEL_PAGE = f"leafwatch,{PAGE}"
+LEAFWATCH_WEBHOOK = "http://leafwatch:8000/api/v1/alerts"
 WARNINGS_CHANNEL = "slack-warnings"
 # What an outage of the API brings about, and what it does not.
 CAUSED_BY_OUTAGE = [
@@ -69,6 +73,7 @@ INDEPENDENT_OF_OUTAGE = [
     "HostDiskSpaceLow",
     "HostHighMemory",
     "HostHighCPU",
+    "SpoolNotDraining",
 ]
 MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"(.*)"\s*$')
 RUNBOOK = "https://github.com/leafwatch/leafwatch/blob/main/docs/runbooks/HighErrorRate.md"
@@ -200,6 +205,29 @@ def test_a_warning_reaches_only_the_slack_warnings_channel(name: str) -> None:
     assert routed_receivers(**labels) == WARNINGS_CHANNEL
 
 
+def test_a_critical_alert_on_a_model_version_also_reaches_the_leafwatch_webhook() -> None:
+    labels = {"alertname": "ModelAccuracyDrop", "severity": "critical", "job": "leafwatch"}
+    assert routed_receivers(**labels, model_version="3", time_window="1h") == MODEL_PAGE
+    assert routed_receivers(**labels) == PAGE  # no version named: nothing LeafWatch can undo
+    assert routed_receivers(**labels, model_version="") == PAGE
+
+
+@pytest.mark.parametrize("name", ["LowPredictionConfidence", "ModelEstimationGap"])
+def test_a_warning_on_a_model_version_does_not_reach_the_leafwatch_webhook(name: str) -> None:
+    labels = {"alertname": name, "severity": "warning", "job": "leafwatch", "model_version": "3"}
+    assert routed_receivers(**labels) == WARNINGS_CHANNEL
+
+
+def test_the_leafwatch_webhook_sends_the_admin_token_from_a_file() -> None:
+    [receiver] = [r for r in load_config()["receivers"] if r["name"] == "leafwatch"]
+    [webhook] = receiver["webhook_configs"]
+    assert webhook["url"] == LEAFWATCH_WEBHOOK
+    assert webhook["http_config"]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": f"{SECRETS_DIR}leafwatch_admin_token",
+    }
+
+
 @pytest.mark.parametrize("severity", ["info", "page", "Critical", None])
 def test_an_alert_without_a_known_severity_is_seen_in_the_warnings_channel(
     severity: str | None,
@@ -271,7 +299,9 @@ def test_no_secret_is_written_in_the_config() -> None:
         assert not secret_key.search(key) or "attributes" in path, f"secret in {where}"
         # Slack and webhook URLs are credentials; an SNS api_url is just the AWS endpoint.
         assert key not in {"api_url", "slack_api_url"} or "sns_configs" in path, where
-        assert key != "url" or "webhook_configs" not in path, where
+        # LeafWatch's own address is no secret: its webhook authenticates with the admin token.
+        webhook_url = key == "url" and "webhook_configs" in path
+        assert not webhook_url or value == LEAFWATCH_WEBHOOK, where
         assert not re.search(r"://[^/@\s]+:[^/@\s]+@", str(value)), f"password in URL at {where}"
     assert "access_key" not in text  # SNS credentials come from the AWS default chain
 

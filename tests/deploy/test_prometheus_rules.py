@@ -39,6 +39,7 @@ CONTRACT = {
     "HostHighMemory": "warning",
     "HostHighCPU": "warning",
     "FaultInjectionActive": "warning",
+    "SpoolNotDraining": "warning",
 }
 CONTRACT_RECORDS = {
     "job:api_requests:rate5m",

@@ -63,6 +63,17 @@ def test_promote_and_rollback_walk_the_history(tmp_path: Path) -> None:
         registry.promote("9")
 
 
+def test_a_rollback_expecting_a_version_acts_only_while_it_is_production(tmp_path: Path) -> None:
+    registry = LocalModelRegistry(tmp_path / "reg", "m")
+    for marker in ("a", "b", "c"):
+        registry.promote(registry.register(*make_version(tmp_path / marker, marker)).version)
+    # An alert about version 2 arrives after someone promoted 3: 3 is not rolled back.
+    with pytest.raises(ModelRegistryError, match="production is version 3, not 2"):
+        registry.rollback(expected="2")
+    assert registry.production().version == "3"
+    assert registry.rollback(expected="3") == ("3", "2")
+
+
 def test_a_registered_card_gets_name_version_and_time(tmp_path: Path) -> None:
     registry = LocalModelRegistry(tmp_path / "reg", "m")
     info = registry.register(*make_version(tmp_path / "x", "x"))

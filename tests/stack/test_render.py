@@ -195,6 +195,49 @@ def test_local_receivers_replace_the_shipped_ones_everywhere() -> None:
     assert original == SHIPPED_ALERTMANAGER, "the shipped document must not change"
 
 
+def test_the_leafwatch_webhook_gets_the_local_url_and_admin_token_file(tmp_path: Path) -> None:
+    webhook = {
+        "url": "http://leafwatch:8000/api/v1/alerts",
+        "http_config": {
+            "authorization": {
+                "type": "Bearer",
+                "credentials_file": "/etc/alertmanager/secrets/leafwatch_admin_token",
+            }
+        },
+    }
+    shipped = {"receivers": [{"name": "leafwatch", "webhook_configs": [webhook]}]}
+    token = tmp_path / "admin-token"
+
+    def render(**overrides: Any) -> dict[str, Any]:
+        config = render_alertmanager_config(
+            shipped, config_dir=tmp_path, overrides=AlertmanagerOverrides(**overrides)
+        )
+        [rendered] = config["receivers"][0]["webhook_configs"]
+        return {"url": rendered["url"], **rendered["http_config"]["authorization"]}
+
+    local = "http://127.0.0.1:8001/api/v1/alerts"
+    assert render(leafwatch_webhook_url=local, leafwatch_admin_token_file=token) == {
+        "url": local,
+        "type": "Bearer",
+        "credentials_file": str(token),
+    }
+    # Without a token file, the token is looked up in the secrets directory like the others.
+    assert render(secrets_dir=tmp_path)["credentials_file"] == str(
+        tmp_path / "leafwatch_admin_token"
+    )
+    assert render()["url"] == webhook["url"]
+
+
+def test_the_local_alertmanager_calls_the_first_leafwatch_watched(tmp_path: Path) -> None:
+    files = write_stack_files(
+        options(tmp_path, leafwatch=("127.0.0.1:8123", "127.0.0.1:8124")),
+        prometheus_port=19090,
+        alertmanager_port=19093,
+    )
+    [receiver] = [r for r in load_yaml(files.alertmanager)["receivers"] if r["name"] == "leafwatch"]
+    assert receiver["webhook_configs"][0]["url"] == "http://127.0.0.1:8123/api/v1/alerts"
+
+
 def test_timings_apply_to_the_root_and_every_route_that_sets_them() -> None:
     config = render_am(group_wait="1s", group_interval="2s", repeat_interval="1m")
     route = config["route"]

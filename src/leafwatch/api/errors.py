@@ -41,7 +41,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(exc.code, exc.detail),
             status_code=int(exc.status_code),
-            headers=exc.headers or None,
+            headers=exc.response_headers() or None,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -8,24 +8,31 @@ from fastapi import APIRouter, Query
 
 from leafwatch.api.deps import RuntimeDep, SessionDep
 from leafwatch.api.errors import ERROR_RESPONSES
+from leafwatch.api.security import CLIENT_DEPENDENCIES, CLIENT_RESPONSES
 from leafwatch.schemas import ClassStatsOut, FeedbackIn, FeedbackOut, FeedbackStatsOut
 from leafwatch.service.feedback import submit_feedback
 from leafwatch.storage import queries
 from leafwatch.storage.tables import Feedback, utcnow
 
-router = APIRouter(prefix="/api/v1/feedback", tags=["feedback"])
+router = APIRouter(
+    prefix="/api/v1/feedback",
+    tags=["feedback"],
+    dependencies=CLIENT_DEPENDENCIES,
+    responses=CLIENT_RESPONSES,
+)
 log = structlog.stdlib.get_logger(__name__)
 
 
 @router.post("/submit", response_model=FeedbackOut, status_code=201, responses=ERROR_RESPONSES)
-def submit(runtime: RuntimeDep, session: SessionDep, body: FeedbackIn) -> FeedbackOut:
+def submit(runtime: RuntimeDep, body: FeedbackIn) -> FeedbackOut:
     """Record whether a prediction was right; every verdict is kept."""
-    row = submit_feedback(session, body=body)
+    row, spooled = submit_feedback(runtime.recorder, body=body)
     log.info(
         "feedback recorded",
         prediction_id=str(row.prediction_id),
         is_correct=row.is_correct,
         feedback_source=row.feedback_source,
+        spooled=spooled,
     )
     runtime.metrics.record_feedback(is_correct=row.is_correct, feedback_source=row.feedback_source)
     return feedback_out(row)

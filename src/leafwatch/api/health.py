@@ -1,5 +1,8 @@
 """Liveness, readiness and the serving model's card."""
 
+import sqlite3
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -21,12 +24,18 @@ async def health() -> HealthOut:
     return HealthOut(status="ok")
 
 
+# Degraded answers 200: predictions are still served and nothing accepted is lost, so a load
+# balancer should keep sending traffic; the status, the problem and the spool depth say the rest.
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 def ready(runtime: RuntimeDep) -> JSONResponse:
-    """Ready to serve predictions: the database answers and the model is loaded (else 503)."""
+    """Ready: the model is loaded and the database answers, or it is away and the spool works.
+
+    `ready` and `degraded` (database away, records spooled) answer 200, `not_ready` 503.
+    """
     problems = []
-    database = db.ping(runtime.engine)
-    if not database:
+    answers = db.ping(runtime.engine)
+    database = answers
+    if not answers:
         problems.append("the database does not answer")
     elif (revision := db.current_revision(runtime.engine)) != db.head_revision():
         database = False
@@ -37,14 +46,31 @@ def ready(runtime: RuntimeDep) -> JSONResponse:
     model = runtime.classifier is not None
     if not model:
         problems.append(f"the model is not loaded: {runtime.model_error}")
+    spool, depth = runtime.recorder.spool is not None, 0
+    try:
+        depth = runtime.recorder.spool_depth()
+    except (OSError, sqlite3.Error) as exc:
+        spool = False
+        problems.append(f"the spool cannot be read: {exc}")
+    status: Literal["ready", "degraded", "not_ready"] = "not_ready"
+    if database and model:
+        status = "ready"
+    elif model and spool and not answers:
+        status = "degraded"
+        problems.append(
+            f"predictions and feedback go to the local spool ({depth} records waiting) "
+            "until the database answers"
+        )
     body = ReadyOut(
-        status="ready" if database and model else "not_ready",
+        status=status,
         database=database,
+        spool=spool,
+        spool_depth=depth,
         model=model,
         model_version=runtime.classifier.version if runtime.classifier else None,
         problems=problems,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
+    return JSONResponse(body.model_dump(), status_code=503 if status == "not_ready" else 200)
 
 
 @router.get("/model/info", response_model=ModelInfoOut, responses=ERROR_RESPONSES)

@@ -8,12 +8,18 @@ from starlette.concurrency import run_in_threadpool
 
 from leafwatch.api.deps import RuntimeDep
 from leafwatch.api.errors import ERROR_RESPONSES
+from leafwatch.api.security import CLIENT_DEPENDENCIES, CLIENT_RESPONSES
 from leafwatch.errors import InvalidImage
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.schemas import PlainText, PredictionOut
 from leafwatch.storage.tables import Prediction
 
-router = APIRouter(prefix="/api/v1", tags=["predictions"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["predictions"],
+    dependencies=CLIENT_DEPENDENCIES,
+    responses=CLIENT_RESPONSES,
+)
 log = structlog.stdlib.get_logger(__name__)
 
 
@@ -55,6 +61,7 @@ async def predict(
         predicted_class=row.predicted_class_name,
         confidence=round(row.confidence, 4),
         inference_ms=row.inference_time_ms,
+        spooled=result.spooled,
     )
     metrics.record_prediction(
         model_version=row.model_version,

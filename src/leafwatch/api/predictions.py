@@ -9,6 +9,7 @@ from leafwatch.api.deps import SessionDep
 from leafwatch.api.errors import ERROR_RESPONSES
 from leafwatch.api.feedback import feedback_out
 from leafwatch.api.predict import prediction_out
+from leafwatch.api.security import CLIENT_DEPENDENCIES, CLIENT_RESPONSES
 from leafwatch.schemas import (
     PlainText,
     PredictionPageOut,
@@ -17,7 +18,13 @@ from leafwatch.schemas import (
 )
 from leafwatch.storage import queries
 
-router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
+# Predictions name their users and places: behind the same keys as predict and feedback.
+router = APIRouter(
+    prefix="/api/v1/predictions",
+    tags=["predictions"],
+    dependencies=CLIENT_DEPENDENCIES,
+    responses=CLIENT_RESPONSES,
+)
 
 
 @router.get("/{prediction_id}", response_model=PredictionRecordOut, responses=ERROR_RESPONSES)
@@ -46,7 +53,8 @@ def list_predictions(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
     cursor: Annotated[
-        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(min_length=1, max_length=512, description="`next_cursor` of the previous page."),
     ] = None,
 ) -> PredictionPageOut:
     """Predictions, newest first, a page at a time."""

@@ -11,7 +11,10 @@ from rich.table import Table
 
 from leafwatch.cli import data
 from leafwatch.cli.drift import drift
+from leafwatch.cli.images import images_app
+from leafwatch.cli.keys import keys_app
 from leafwatch.cli.report import report
+from leafwatch.cli.simulate import demo, simulate
 from leafwatch.cli.stack import stack_app
 from leafwatch.config import Settings
 from leafwatch.errors import ModelRegistryError
@@ -29,11 +32,15 @@ model_app = typer.Typer(help="Model versions in the registry.", no_args_is_help=
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
 app.add_typer(stack_app, name="stack")
+app.add_typer(keys_app, name="keys")
+app.add_typer(images_app, name="images")
 console = Console()
 app.command()(data.generate)
 app.command()(data.train)
 app.command()(drift)
 app.command()(report)
+app.command()(simulate)
+app.command()(demo)
 
 
 @app.command()
@@ -151,15 +158,35 @@ def model_promote(version: Annotated[str, typer.Argument(help="Version to serve.
 
 
 @model_app.command("rollback")
-def model_rollback() -> None:
+def model_rollback(
+    expect: Annotated[
+        str | None,
+        typer.Option(help="Roll back only while this version is production (as the webhook does)."),
+    ] = None,
+) -> None:
     """Point production back at the version promoted before the current one."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from leafwatch.cli.database import database_session
+    from leafwatch.service.responses import Rollback, record_manual_rollback, roll_back
+
     registry = _registry()
     try:
-        current, previous = registry.rollback()
-    except ModelRegistryError as exc:
-        console.print(f"[red]{exc.detail}[/red]")
-        raise typer.Exit(1) from None
-    console.print(f"{registry.name}: rolled back from version {current} to [bold]{previous}[/bold]")
+        outcome = roll_back(registry, expected=expect)
+    except ModelRegistryError as exc:  # no production version at all
+        outcome = Rollback("skipped", exc.detail)
+    if outcome.action != "rolled_back":
+        console.print(f"[red]{outcome.detail}[/red]")
+        raise typer.Exit(1)
+    console.print(
+        f"{registry.name}: rolled back from version {outcome.from_version} to "
+        f"[bold]{outcome.to_version}[/bold]"
+    )
+    try:
+        with database_session(Settings()) as session:
+            record_manual_rollback(session, outcome)
+    except SQLAlchemyError as exc:  # the rollback stands; only its record is missing
+        console.print(f"[yellow]warning: the rollback is not in alert_events: {exc}[/yellow]")
 
 
 @model_app.command("card")

@@ -18,6 +18,7 @@ from leafwatch.stack import (
     StackOptions,
     load_yaml,
     parse_duration,
+    render_alertmanager_config,
     secret_files,
 )
 
@@ -65,6 +66,13 @@ def up(
     metrics_token_file: Annotated[
         Path | None, typer.Option(help="Bearer token file for LeafWatch's /metrics.")
     ] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="LeafWatch's admin token file, for Alertmanager's calls to its webhook"
+            " (/api/v1/alerts); default: leafwatch_admin_token in --receivers-dir."
+        ),
+    ] = None,
 ) -> None:
     """Run Prometheus and Alertmanager against a running LeafWatch until Ctrl-C."""
     targets = tuple(leafwatch or ["127.0.0.1:8000"])
@@ -91,7 +99,9 @@ def up(
         scrape_interval=scrape_interval,
         evaluation_interval=scrape_interval,
         leafwatch_token_file=metrics_token_file,
-        alertmanager=AlertmanagerOverrides(secrets_dir=receivers_dir),
+        alertmanager=AlertmanagerOverrides(
+            secrets_dir=receivers_dir, leafwatch_admin_token_file=admin_token_file
+        ),
     )
     _check_receivers(options)
     stop = threading.Event()
@@ -137,13 +147,13 @@ def _check_leafwatch(target: str) -> None:
 def _check_receivers(options: StackOptions) -> None:
     """Warn about secret files the receivers will not find: those notifications cannot go out."""
     source = options.alertmanager_source
-    shipped = secret_files(load_yaml(source)) if source.is_file() else []
+    if not source.is_file():
+        return
     directory = options.alertmanager.secrets_dir
-    if directory is None:
-        expected = [source.parent / path for path in shipped]
-    else:
-        expected = [directory / path.name for path in shipped]
-    missing = [path for path in expected if not path.is_file()]
+    rendered = render_alertmanager_config(
+        load_yaml(source), config_dir=source.parent, overrides=options.alertmanager
+    )
+    missing = [path for path in secret_files(rendered) if not path.is_file()]
     if not missing:
         return
     names = ", ".join(path.name for path in missing)

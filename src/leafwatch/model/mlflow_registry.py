@@ -21,6 +21,7 @@ from leafwatch.model.registry import (
     PRODUCTION,
     REFERENCE_FILE,
     ModelVersionInfo,
+    check_expected,
 )
 
 if TYPE_CHECKING:
@@ -103,8 +104,10 @@ class MlflowModelRegistry:
         self._point_production_at(version)
         self._set_history([*history, version])
 
-    def rollback(self) -> tuple[str, str]:
+    def rollback(self, *, expected: str | None = None) -> tuple[str, str]:
         """Point production back at the version promoted before the current one."""
+        # MLflow has no compare-and-set on an alias: the check narrows the race, not closes it.
+        check_expected(self.name, self._production_version(), expected)
         history = self._history()
         if len(history) < 2:
             raise ModelRegistryError(

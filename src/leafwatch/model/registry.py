@@ -61,8 +61,12 @@ class ModelRegistry(Protocol):
         """Make `version` the production version."""
         ...
 
-    def rollback(self) -> tuple[str, str]:
-        """Point production back at the version before it; return (from, to)."""
+    def rollback(self, *, expected: str | None = None) -> tuple[str, str]:
+        """Point production back at the version before it; return (from, to).
+
+        With `expected`, only while that version is production (checked with the change, so a
+        promotion in between is never undone); raises ModelRegistryError otherwise.
+        """
         ...
 
     def production(self) -> ModelVersionInfo:
@@ -122,11 +126,12 @@ class LocalModelRegistry:
         with self._locked():
             self._promote_unlocked(version)
 
-    def rollback(self) -> tuple[str, str]:
+    def rollback(self, *, expected: str | None = None) -> tuple[str, str]:
         """Point production back at the version promoted before the current one."""
         with self._locked():
             aliases = self._aliases()
             history: list[str] = aliases.get("history", [])
+            check_expected(self.name, aliases.get(PRODUCTION), expected)
             if len(history) < 2:
                 raise ModelRegistryError(
                     f"model {self.name!r} has no earlier production version to roll back to"
@@ -219,3 +224,12 @@ class LocalModelRegistry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_expected(name: str, current: str | None, expected: str | None) -> None:
+    """Raise ModelRegistryError unless production is `expected` (or nothing is expected)."""
+    if expected is not None and current != expected:
+        raise ModelRegistryError(
+            f"production is version {current}, not {expected}: model {name!r} has changed "
+            "since, so there is nothing to roll back"
+        )

@@ -40,6 +40,7 @@ API_REQUEST_LATENCY = "api_request_latency_seconds"
 API_REJECTED_UPLOADS = "api_rejected_uploads_total"
 API_ERROR_RATE = "api_error_rate"
 INJECTED_FAULTS = "api_injected_faults_total"
+API_RATE_LIMITED = "api_rate_limited_total"
 MODEL_ACCURACY = "model_accuracy"
 MODEL_ACCURACY_FEEDBACK = "model_accuracy_feedback_count"
 MODEL_ACCURACY_LOWER = "model_accuracy_lower_bound"
@@ -62,6 +63,14 @@ DATA_DRIFT_CONSECUTIVE_RUNS = "data_drift_consecutive_runs"
 DATA_DRIFT_RETRAINING = "data_drift_retraining_recommended"
 DATA_DRIFT_SAMPLES = "data_drift_current_samples"
 DATA_DRIFT_LAST_RUN = "data_drift_last_run_timestamp_seconds"
+SPOOL_DEPTH = "spool_depth"
+SPOOL_RECORDS = "spool_records_total"
+SPOOL_KINDS = ("prediction", "feedback")
+SPOOL_OUTCOMES = ("spooled", "replayed", "rejected")
+IMAGES_DELETED = "images_deleted_total"
+ALERT_EVENTS = "alert_events_total"
+# Alert names come from the rules, a few dozen; past this many, a process counts them as `other`.
+MAX_ALERT_NAMES = 50
 
 
 class Metrics:
@@ -133,6 +142,29 @@ class Metrics:
             ["endpoint", "kind"],
             registry=registry,
         )
+        self.rate_limited = Counter(
+            API_RATE_LIMITED,
+            "Requests refused with 429 because their client was over its rate limit.",
+            registry=registry,
+        )
+        self.spool_records = Counter(
+            SPOOL_RECORDS,
+            "Records the database could not take at once: spooled, then replayed or rejected.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.alert_events = Counter(
+            ALERT_EVENTS,
+            "Alerts received from Alertmanager, by alert name, status and the action taken.",
+            ["alertname", "status", "action"],
+            registry=registry,
+        )
+        self._alert_names: set[str] = set()
+        self.images_deleted = Counter(
+            IMAGES_DELETED,
+            "Stored images deleted because they were older than the retention period.",
+            registry=registry,
+        )
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # Zero-valued series from the start, so rate() and increase() see the first event.
         for reason in INVALID_IMAGE_CODES:
@@ -140,6 +172,9 @@ class Metrics:
         for is_correct in ("true", "false"):
             for source in get_args(FeedbackSource):
                 self.feedback.labels(is_correct=is_correct, feedback_source=source)
+        for kind in SPOOL_KINDS:
+            for outcome in SPOOL_OUTCOMES:
+                self.spool_records.labels(kind=kind, outcome=outcome)
 
     def request_started(self) -> None:
         """One more request in flight."""
@@ -195,6 +230,15 @@ class Metrics:
         """Count one verdict."""
         label = "true" if is_correct else "false"
         self.feedback.labels(is_correct=label, feedback_source=feedback_source).inc()
+
+    def record_alert_event(self, *, alertname: str, status: str, action: str) -> None:
+        """Count one alert received; names beyond the first MAX_ALERT_NAMES count as `other`."""
+        if alertname not in self._alert_names:
+            if len(self._alert_names) < MAX_ALERT_NAMES:
+                self._alert_names.add(alertname)
+            else:
+                alertname = "other"
+        self.alert_events.labels(alertname=alertname, status=status, action=action).inc()
 
 
 def error_rate_family(rates: Mapping[str, float]) -> GaugeMetricFamily:
@@ -321,6 +365,16 @@ def model_families(model_name: str, model_version: str | None) -> list[GaugeMetr
     loaded = GaugeMetricFamily(MODEL_LOADED, "1 when a model is loaded and serving, else 0.")
     loaded.add_metric([], 1 if model_version is not None else 0)
     return [info, loaded]
+
+
+def spool_depth_family(depth: int) -> GaugeMetricFamily:
+    """`spool_depth`: records waiting in this host's spool files for the database."""
+    family = GaugeMetricFamily(
+        SPOOL_DEPTH,
+        "Records waiting in the local spool for the database (every process's files on the host).",
+    )
+    family.add_metric([], depth)
+    return family
 
 
 def build_info_family() -> GaugeMetricFamily:

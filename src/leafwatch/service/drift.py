@@ -1,6 +1,13 @@
 """A drift run for the served model: its reference, the current window, the report, what follows."""
 
+import json
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import structlog
@@ -79,6 +86,12 @@ def recommend_retraining(settings: Settings, report: DriftReport) -> None:
         "drifted_features": drifted,
     }
     log.warning("retraining recommended", **{k: v for k, v in summary.items() if k != "event"})
+    if settings.retraining_command:
+        run_retraining_command(
+            settings.retraining_command,
+            summary,
+            timeout_s=settings.retraining_command_timeout_seconds,
+        )
     url = settings.resolved_retraining_webhook_url()
     if url is None:
         return
@@ -88,3 +101,50 @@ def recommend_retraining(settings: Settings, report: DriftReport) -> None:
         # Not str(exc): it quotes the URL, and a webhook URL is a secret.
         status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
         log.warning("retraining webhook failed", error=type(exc).__name__, status=status)
+
+
+def run_retraining_command(command: str, event: dict[str, Any], *, timeout_s: float) -> bool:
+    """Run the command, no shell, with the event as JSON on stdin; log how it ended."""
+    try:
+        args = shlex.split(command)
+    except ValueError as exc:  # an unclosed quote
+        log.warning("retraining command could not be read", error=str(exc))
+        return False
+    if not args:
+        log.warning("retraining command is empty")
+        return False
+    # Only the program is logged: its arguments may carry a token.
+    program = args[0]
+    # stderr goes to a file, not a pipe: a job the command leaves running may keep it open.
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            # A session of its own, so that a timeout stops what it started too.
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        except OSError as exc:  # not found, not executable
+            log.warning("retraining command could not start", program=program, error=str(exc))
+            return False
+        with process:
+            try:
+                process.communicate(json.dumps(event).encode(), timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                log.warning("retraining command timed out", program=program, timeout_s=timeout_s)
+                return False
+        if process.returncode != 0:
+            stderr.seek(0)
+            log.warning(
+                "retraining command failed",
+                program=program,
+                returncode=process.returncode,
+                stderr=stderr.read()[-2000:].decode("utf-8", "replace"),
+            )
+            return False
+    log.info("retraining command succeeded", program=program)
+    return True

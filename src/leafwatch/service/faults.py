@@ -53,6 +53,7 @@ class FaultSwitch:
         self.draw = draw
         self._faults: dict[str, Fault] = {}
         self._read_at = float("-inf")
+        self._kept_read_at = float("-inf")
 
     def set(
         self, route: str, *, latency_ms: int, error_ratio: float, duration_s: float | None
@@ -107,14 +108,18 @@ class FaultSwitch:
 
     async def _current(self) -> dict[str, Fault]:
         if time.monotonic() - self._read_at >= REFRESH_S:
-            self._read_at = time.monotonic()
+            started = self._read_at = time.monotonic()
             try:
                 faults = await run_in_threadpool(self.active)
             except SQLAlchemyError:
                 # Keep the last known faults; expiry is still checked against the clock.
                 log.warning("injected faults not refreshed: the database could not be read")
             else:
-                self._faults = {fault.route: fault for fault in faults}
+                # Reads overlap (a change forces a new one at once): an older read that ends last
+                # must not replace what a newer one found.
+                if started >= self._kept_read_at:
+                    self._kept_read_at = started
+                    self._faults = {fault.route: fault for fault in faults}
         return self._faults
 
     def _count(self, route: str, kind: str) -> None:

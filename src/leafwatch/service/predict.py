@@ -1,4 +1,4 @@
-"""A prediction from upload to stored row: decode, classify, store the image, write the row."""
+"""A prediction from upload to stored row: decode, classify, store the image, record the row."""
 
 import contextvars
 import time
@@ -7,13 +7,12 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from opentelemetry.trace import Tracer
-from sqlalchemy.orm import Session, sessionmaker
 
 from leafwatch.model.classifier import Classifier, ClassifierOutput
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.model.preprocess import decode_image
 from leafwatch.monitor.features import compute_features
-from leafwatch.storage import queries
+from leafwatch.service.recorder import Recorder
 from leafwatch.storage.images import ImageStore, StagedImage
 from leafwatch.storage.tables import Prediction, utcnow
 
@@ -25,6 +24,7 @@ class PredictionResult:
     row: Prediction
     output: ClassifierOutput
     inference_s: float
+    spooled: bool  # the database was away: the row waits in the local spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class Predictor:
 
     classifier: Classifier
     images: ImageStore
-    sessions: sessionmaker[Session]
+    recorder: Recorder
     io: Executor
     tracer: Tracer
     max_bytes: int
@@ -106,9 +106,11 @@ class Predictor:
                 "probabilities": [round(float(p), 6) for p in output.probabilities],
             },
         )
-        with tracer.start_as_current_span("database.write"), self.sessions() as session:
-            queries.add_prediction(session, row=row, features=features)
-        return PredictionResult(row=row, output=output, inference_s=inference_s)
+        with tracer.start_as_current_span("database.write") as span:
+            # On disk (database or spool) before the answer: an answer promises a stored record.
+            spooled = self.recorder.save_prediction(row, features)
+            span.set_attribute("leafwatch.spooled", spooled)
+        return PredictionResult(row=row, output=output, inference_s=inference_s, spooled=spooled)
 
     def _stage(self, data: bytes) -> StagedImage:
         with self.tracer.start_as_current_span("image_store.stage"):

@@ -1,7 +1,7 @@
 """Realized model quality from feedback: accuracy and its interval, classes, daily rows."""
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -11,6 +11,7 @@ from leafwatch.errors import InvalidPeriod
 from leafwatch.model.labels import CLASS_NAMES, NUM_CLASSES
 from leafwatch.monitor.statistics import wilson_interval
 from leafwatch.storage import quality as store
+from leafwatch.storage import rollups
 from leafwatch.storage.queries import accuracy_by_version
 from leafwatch.storage.tables import utcnow
 
@@ -162,13 +163,40 @@ def window_quality(
     *,
     ranges: Mapping[str, tuple[datetime, datetime]],
     model_version: str | None = None,
+    live: bool = False,
 ) -> list[WindowQuality]:
-    """Realized quality per model version and range, every verdict known so far counting."""
+    """Realized quality per model version and range, every verdict known so far counting.
+
+    Whole UTC days held by the rollups are read from them (their verdicts as of the last
+    rollup); the rest of each range is read live. `live=True` reads everything live.
+    """
     if not ranges:
         raise ValueError("window_quality needs at least one range")
-    return summarize(
-        ranges, store.quality_cells(session, ranges=ranges, model_version=model_version)
+    if live:
+        return summarize(
+            ranges, store.quality_cells(session, ranges=ranges, model_version=model_version)
+        )
+    held = rollups.rolled_days(
+        session,
+        start=min(start for start, _ in ranges.values()),
+        end=max(end for _, end in ranges.values()),
     )
+    covered = {name: held.whole(start, end) for name, (start, end) in ranges.items()}
+    pieces, owner = {}, {}
+    for name, (start, end) in ranges.items():
+        for index, piece in enumerate(rollups.gaps(start, end, covered[name])):
+            pieces[f"{name}/{index}"] = piece
+            owner[f"{name}/{index}"] = name
+    cells = store.rolled_cells(session, days=covered, model_version=model_version)
+    if pieces:
+        rest = store.quality_cells(
+            session,
+            ranges=pieces,
+            model_version=model_version,
+            within=rollups.merge(pieces.values()),
+        )
+        cells += [replace(cell, window=owner[cell.window]) for cell in rest]
+    return summarize(ranges, cells)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +248,8 @@ def record_daily_performance(session: Session, *, day: date) -> int:
     Idempotent: a rerun replaces the rows, with the verdicts that have arrived since. A day
     without predictions writes nothing.
     """
-    figures = window_quality(session, ranges={"day": day_range(day)})
+    # Live: this job is what picks up late verdicts, it must not read the rollups.
+    figures = window_quality(session, ranges={"day": day_range(day)}, live=True)
     computed_at = utcnow()
     rows = [daily_row(entry, day=day, computed_at=computed_at) for entry in figures]
     store.upsert_daily(session, day=day, rows=rows)

@@ -1,11 +1,12 @@
 """What a local stack runs against, and the configuration files written for it."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from leafwatch.stack.durations import scale_duration
 from leafwatch.stack.render import (
+    LEAFWATCH_WEBHOOK_PATH,
     AlertmanagerOverrides,
     render_alertmanager_config,
     render_prometheus_config,
@@ -95,10 +96,15 @@ def write_stack_files(
         or _scaled(intervals.get("evaluation_interval"), options.time_scale),
         leafwatch_token_file=options.leafwatch_token_file,
     )
+    overrides = options.alertmanager
+    if overrides.leafwatch_webhook_url is None:
+        # The shipped address is the container's name; here it is the first LeafWatch watched.
+        webhook = f"http://{options.leafwatch[0]}{LEAFWATCH_WEBHOOK_PATH}"
+        overrides = replace(overrides, leafwatch_webhook_url=webhook)
     alertmanager = render_alertmanager_config(
         load_yaml(options.alertmanager_source),
         config_dir=options.alertmanager_source.parent,
-        overrides=options.alertmanager,
+        overrides=overrides,
     )
     files = StackFiles(
         prometheus=options.data_dir / "prometheus.yml",

@@ -15,6 +15,9 @@ ALERTMANAGER_JOB = "alertmanager"
 PROMETHEUS_JOB = "prometheus"
 _LOCAL_JOBS = (LEAFWATCH_JOB, NODE_EXPORTER_JOB, ALERTMANAGER_JOB, PROMETHEUS_JOB)
 _AUTH_KEYS = ("authorization", "bearer_token", "bearer_token_file", "basic_auth", "oauth2")
+# The receiver that posts alerts to LeafWatch's own webhook, and the webhook's path.
+LEAFWATCH_RECEIVER = "leafwatch"
+LEAFWATCH_WEBHOOK_PATH = "/api/v1/alerts"
 
 
 def shipped_rule_files(config: Mapping[str, Any], config_dir: Path) -> list[Path]:
@@ -114,6 +117,9 @@ class AlertmanagerOverrides:
     group_wait: str | None = None
     group_interval: str | None = None
     repeat_interval: str | None = None
+    # LeafWatch's webhook: its full URL, and the admin token file it is called with.
+    leafwatch_webhook_url: str | None = None
+    leafwatch_admin_token_file: Path | None = None
     # Dotted keys, applied last: {"global.smtp_from": "...", "route.routes.0.receiver": "..."}.
     values: Mapping[str, Any] = field(default_factory=dict)
 
@@ -141,6 +147,7 @@ def render_alertmanager_config(
     for global_key, kind, key, value in receivers:
         if value is not None:
             _set_everywhere(config, global_key, kind, key, value)
+    _point_leafwatch_webhook(config, overrides)
     timings = {
         "group_wait": overrides.group_wait,
         "group_interval": overrides.group_interval,
@@ -156,6 +163,21 @@ def render_alertmanager_config(
     for dotted, value in overrides.values.items():
         set_dotted(config, dotted, value)
     return config
+
+
+def _point_leafwatch_webhook(config: dict[str, Any], overrides: AlertmanagerOverrides) -> None:
+    """Send the leafwatch receiver's alerts to the given URL, with the given token file."""
+    for receiver in config.get("receivers") or []:
+        if receiver.get("name") != LEAFWATCH_RECEIVER:
+            continue
+        for webhook in receiver.get("webhook_configs") or []:
+            if overrides.leafwatch_webhook_url is not None:
+                webhook["url"] = overrides.leafwatch_webhook_url
+            if overrides.leafwatch_admin_token_file is not None:
+                webhook.setdefault("http_config", {})["authorization"] = {
+                    "type": "Bearer",
+                    "credentials_file": str(overrides.leafwatch_admin_token_file.resolve()),
+                }
 
 
 def secret_files(config: Mapping[str, Any]) -> list[Path]:

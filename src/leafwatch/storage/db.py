@@ -19,7 +19,13 @@ def make_engine(url: str) -> Engine:
     """Create an engine; for SQLite, create the file's folder and enable WAL and foreign keys."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # A database that is away must fail a request fast, not hold it for the TCP timeouts
+        # (the request then goes to the spool): a bounded connect, and a connection whose sent
+        # data stays unacknowledged for 10 s counts as broken. The URL's own values win.
+        limits = {"connect_timeout": 5, "tcp_user_timeout": 10_000}
+        for name in parsed.query:
+            limits.pop(name, None)
+        return create_engine(url, pool_pre_ping=True, connect_args=limits)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

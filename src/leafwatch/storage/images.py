@@ -1,9 +1,15 @@
-"""Content-addressed image store: an image's path is its SHA-256, so a re-upload costs nothing."""
+"""Content-addressed image store: an image's path is its SHA-256, so a re-upload costs a rename.
+
+Images are user data: `prune` deletes those not uploaded again since a moment (the retention
+period); prediction rows keep the hash of theirs.
+"""
 
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +51,10 @@ class ImageStore(Protocol):
         """Return the bytes stored under `path`, raising FileNotFoundError if absent."""
         ...
 
+    def prune(self, *, stored_before: datetime, dry_run: bool = False) -> int:
+        """Delete images last stored before a moment; returns how many (would be) deleted."""
+        ...
+
 
 @dataclass(slots=True)
 class _LocalStagedImage:
@@ -56,13 +66,11 @@ class _LocalStagedImage:
         digest = self.sha256
         key = f"{digest[:2]}/{digest[2:4]}/{digest}.{extension.lower().lstrip('.')}"
         target = self.root / key
-        if target.exists():
-            self.temp.unlink(missing_ok=True)
-        else:
-            if not target.parent.is_dir():  # one stat instead of three failing mkdirs
-                target.parent.mkdir(parents=True, exist_ok=True)
-            # A rename: readers never see half a file, and a crash leaves no half-written key.
-            os.replace(self.temp, target)
+        if not target.parent.is_dir():  # one stat instead of three failing mkdirs
+            target.parent.mkdir(parents=True, exist_ok=True)
+        # A rename: readers never see half a file, and a crash leaves no half-written key. Over an
+        # existing copy too: its time becomes this upload's, which is what retention counts from.
+        os.replace(self.temp, target)
         return StoredImage(path=key, sha256=digest)
 
     def discard(self) -> None:
@@ -75,9 +83,14 @@ class LocalImageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @property
+    def staging(self) -> Path:
+        """Where uploads are written before they are committed (or discarded)."""
+        return self.root / ".staging"
+
     def stage(self, data: bytes) -> StagedImage:
         """Write the bytes to a temporary file in the store and hash them."""
-        staging = self.root / ".staging"
+        staging = self.staging
         staging.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=staging)
         try:
@@ -91,7 +104,7 @@ class LocalImageStore:
         )
 
     def put(self, data: bytes, *, extension: str) -> StoredImage:
-        """Write the image unless the same content is already there."""
+        """Store the image; storing the same content again only refreshes its time."""
         return self.stage(data).commit(extension=extension)
 
     def get(self, path: str) -> bytes:
@@ -100,3 +113,44 @@ class LocalImageStore:
         if not target.is_relative_to(self.root.resolve()):
             raise FileNotFoundError(path)
         return target.read_bytes()
+
+    def prune(self, *, stored_before: datetime, dry_run: bool = False) -> int:
+        """Delete images last stored before `stored_before`, and staged files a crash left.
+
+        The directories stay: a commit may be about to write into one.
+        """
+        cutoff = stored_before.timestamp()
+        deleted = 0
+        if not dry_run and self.root.is_dir():
+            self.staging.mkdir(exist_ok=True)
+        for path in self._images():
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                if not dry_run:
+                    # Moved aside first: an upload of the same image in between replaces the
+                    # file, and that fresh copy must stay. A rename keeps the time it had.
+                    aside = self.staging / f"pruning-{path.name}"
+                    os.replace(path, aside)
+                    if aside.stat().st_mtime >= cutoff:
+                        os.replace(aside, path)
+                        continue
+                    aside.unlink()
+                deleted += 1
+            except FileNotFoundError:
+                continue  # gone meanwhile: pruned by another process
+        for path in self._leftovers():
+            try:
+                if path.stat().st_mtime < cutoff and not dry_run:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+        return deleted
+
+    def _images(self) -> Iterator[Path]:
+        # Lazily, a directory at a time: a store may hold millions.
+        if self.root.is_dir():
+            yield from self.root.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*")
+
+    def _leftovers(self) -> list[Path]:
+        return list(self.staging.iterdir()) if self.staging.is_dir() else []

@@ -93,10 +93,13 @@ def feedback_for(session: Session, *, prediction_id: uuid.UUID) -> list[Feedback
     return list(session.scalars(query))
 
 
-def effective_verdicts(*, given_by: datetime | None = None) -> Select[Any]:
+def effective_verdicts(
+    *, given_by: datetime | None = None, prediction_ids: Select[Any] | None = None
+) -> Select[Any]:
     """Subquery source: the one verdict that counts per prediction (see SOURCE_AUTHORITY).
 
-    With `given_by`, only verdicts given at or before that time count.
+    With `given_by`, only verdicts given at or before that time count. With `prediction_ids`,
+    only the verdicts on those predictions are ranked (cheaper when few predictions are read).
     """
     authority = case(
         *((Feedback.feedback_source == source, rank) for source, rank in SOURCE_AUTHORITY.items()),
@@ -115,6 +118,8 @@ def effective_verdicts(*, given_by: datetime | None = None) -> Select[Any]:
     )
     if given_by is not None:
         ranked_query = ranked_query.where(Feedback.timestamp <= given_by)
+    if prediction_ids is not None:
+        ranked_query = ranked_query.where(Feedback.prediction_id.in_(prediction_ids))
     ranked = ranked_query.subquery("ranked_feedback")
     return select(ranked.c.prediction_id, ranked.c.is_correct, ranked.c.correct_class_id).where(
         ranked.c.rank == 1

@@ -248,3 +248,162 @@ class ModelPerformance(Base):
         UniqueConstraint("model_version", "day", name="uq_model_performance_version_day"),
         Index("ix_model_performance_day", "day"),
     )
+
+
+class RollupDay(Base):
+    """A UTC day whose usage and quality rollups are stored, with what they were computed from."""
+
+    __tablename__ = "rollup_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    # The day's predictions and the verdicts on them when rolled up: a different live count
+    # (a late prediction, a late verdict, a deletion) makes the next rollup redo the day.
+    predictions: Mapped[int] = mapped_column(Integer)
+    verdicts: Mapped[int] = mapped_column(Integer)
+    active_users: Mapped[int] = mapped_column(Integer)
+    rolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageHour(Base):
+    """Predictions of one UTC day and hour with one predicted class."""
+
+    __tablename__ = "usage_hours"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    hour: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    predicted_class_name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    predictions: Mapped[int] = mapped_column(Integer)
+    located: Mapped[int] = mapped_column(Integer)
+
+
+class UsageUserDay(Base):
+    """A user with at least one prediction on a UTC day."""
+
+    __tablename__ = "usage_user_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+    __table_args__ = (Index("ix_usage_user_days_user_id_day", "user_id", "day"),)
+
+
+class UsageUser(Base):
+    """A user's first and last rolled-up day, and whether they came back after the first."""
+
+    __tablename__ = "usage_users"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    first_day: Mapped[date] = mapped_column(Date)
+    last_day: Mapped[date] = mapped_column(Date)
+    back_next_day: Mapped[bool]
+    back_within_week: Mapped[bool]
+
+
+class UsageLocationUser(Base):
+    """A user's predictions at one `user_location` on a UTC day."""
+
+    __tablename__ = "usage_location_users"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_location: Mapped[str] = mapped_column(String(256), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    predictions: Mapped[int] = mapped_column(Integer)
+
+
+class UsageLocation(Base):
+    """Predictions at one `user_location` on a UTC day."""
+
+    __tablename__ = "usage_locations"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_location: Mapped[str] = mapped_column(String(256), primary_key=True)
+    predictions: Mapped[int] = mapped_column(Integer)
+
+
+class UsageLocationSpan(Base):
+    """The last rolled-up day a user made a prediction at one `user_location`."""
+
+    __tablename__ = "usage_location_spans"
+
+    user_location: Mapped[str] = mapped_column(String(256), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_day: Mapped[date] = mapped_column(Date)
+
+
+class UsageJudged(Base):
+    """Predictions of a UTC day whose first verdict came on `verdict_day`."""
+
+    __tablename__ = "usage_judged"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    verdict_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    predictions: Mapped[int] = mapped_column(Integer)
+
+
+class QualityDayCell(Base):
+    """Predictions of one UTC day and version sharing a predicted class and effective verdict."""
+
+    __tablename__ = "quality_day_cells"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[date] = mapped_column(Date)
+    model_version: Mapped[str] = mapped_column(String(64))
+    predicted_class_id: Mapped[int] = mapped_column(SmallInteger)
+    is_correct: Mapped[bool | None]  # None: no verdict
+    true_class_id: Mapped[int | None] = mapped_column(SmallInteger)
+    predictions: Mapped[int] = mapped_column(Integer)
+    confidence_sum: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_quality_day_cells_day", "day"),)
+
+
+class ApiKey(Base):
+    """A client's API key, kept as its SHA-256 only; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The client the key belongs to: its name is who the rate limit and the logs count.
+    name: Mapped[str] = mapped_column(String(64))
+    # The key's first characters, shown by `leafwatch keys list` to tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),)
+
+
+ALERT_ACTIONS = ("none", "rolled_back", "skipped", "failed")
+
+
+class AlertEvent(Base):
+    """An alert received from Alertmanager, or a rollback made by hand, and what LeafWatch did."""
+
+    __tablename__ = "alert_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(16))  # alertmanager, or cli for a rollback by hand
+    alertname: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str | None] = mapped_column(String(16))  # firing or resolved
+    severity: Mapped[str | None] = mapped_column(String(32))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    starts_at: Mapped[datetime | None]
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    action: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    from_version: Mapped[str | None] = mapped_column(String(64))
+    to_version: Mapped[str | None] = mapped_column(String(64))
+    # Set by an automatic rollback only. Unique: each version is rolled back automatically once,
+    # whichever worker or replica gets the alert first; the others wait on the index and skip.
+    auto_rollback_of: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("auto_rollback_of", name="uq_alert_events_auto_rollback_of"),
+        CheckConstraint(
+            "action IN ('none', 'rolled_back', 'skipped', 'failed')", name="ck_alert_events_action"
+        ),
+    )
