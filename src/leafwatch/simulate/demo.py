@@ -9,16 +9,13 @@ import contextlib
 import os
 import secrets
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from leafwatch.stack import AlertmanagerOverrides, LocalStack, StackOptions, free_port
+from leafwatch.stack.processes import Process
 
 TOKEN_FILE = "leafwatch_admin_token"
 
@@ -68,49 +65,30 @@ def write_admin_token(directory: Path) -> Path:
 @contextlib.contextmanager
 def leafwatch_process(
     workdir: Path, environment: dict[str, str], *, timeout: float = 90
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+) -> Iterator[tuple[str, int]]:
     """`leafwatch serve` on a free port until the block ends; output in workdir/leafwatch.log."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("LEAFWATCH_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(environment)
-    url = f"http://127.0.0.1:{port}"
-    log = workdir / "leafwatch.log"
     command = [sys.executable, "-m", "leafwatch", "serve", "--port", str(port), "--workers", "1"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the demo, which stops it in order
-        )
+    process = Process(
+        "LeafWatch",
+        command,
+        url=f"http://127.0.0.1:{port}",
+        log=workdir / "leafwatch.log",
+        ready_path="/ready",
+        cwd=workdir,
+    )
+    process.start(env)
+    assert process.popen is not None
     try:
-        deadline = time.monotonic() + timeout
-        while not _ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-                raise RuntimeError(f"LeafWatch did not start; end of {log}:\n{tail}")
-            time.sleep(0.2)
-        yield url, process
+        process.wait_ready(timeout)
+        yield process.url, process.popen.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)  # paused by an outage phase: let it stop
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+            os.kill(process.popen.pid, signal.SIGCONT)  # paused by an outage phase: let it stop
+        process.stop(timeout=30)
 
 
 @contextlib.contextmanager
@@ -119,7 +97,7 @@ def demo_services(workdir: Path, *, deploy_dir: Path, speed: float) -> Iterator[
     workdir.mkdir(parents=True, exist_ok=True)
     token_file = write_admin_token(workdir / "secrets")
     environment = leafwatch_environment(workdir, speed=speed, token_file=token_file)
-    with leafwatch_process(workdir, environment) as (url, process):
+    with leafwatch_process(workdir, environment) as (url, pid):
         options = StackOptions(
             deploy_dir=deploy_dir,
             data_dir=workdir / "stack",
@@ -134,7 +112,7 @@ def demo_services(workdir: Path, *, deploy_dir: Path, speed: float) -> Iterator[
         with LocalStack(options) as stack:
             yield DemoServices(
                 url=url,
-                pid=process.pid,
+                pid=pid,
                 prometheus_url=stack.prometheus_url,
                 alertmanager_url=stack.alertmanager_url,
                 admin_token_file=token_file,

@@ -39,11 +39,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Process:
     """One server process: started with its output in a log file, ready on /-/ready, stopped."""
 
-    def __init__(self, name: str, command: list[str], *, url: str, log: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        url: str,
+        log: Path,
+        ready_path: str = "/-/ready",
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.command = command
         self.url = url
         self.log = log
+        self.ready_path = ready_path
+        self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str]) -> None:
@@ -55,17 +66,18 @@ class Process:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=self.cwd,
                 # Its own session: Ctrl-C reaches `leafwatch stack`, which stops it in order.
                 start_new_session=True,
             )
 
     def wait_ready(self, timeout: float) -> None:
-        """Return once /-/ready answers 200; StackError quoting the log if it exits or times out."""
+        """Return once the ready path answers 200; StackError with the log if it exits or stalls."""
         assert self.popen is not None, "start() first"
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
