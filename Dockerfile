@@ -19,8 +19,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 # The bundled model (model/bundled/*.onnx, card, drift reference) and the migrations are package
-# data in pyproject.toml, so they travel inside the wheel.
-RUN pip wheel --wheel-dir /wheels .
+# data in pyproject.toml, so they travel inside the wheel. The s3 extra (boto3) lets replicas
+# that share no disk keep images on S3-compatible storage (docs/images.md).
+RUN pip wheel --wheel-dir /wheels '.[s3]'
 
 # ---- runtime: the wheels installed into a clean interpreter, nothing to compile with ----------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -44,7 +45,7 @@ RUN groupadd --system --gid 10001 leafwatch \
 
 # A bind mount, not a COPY: the wheels are installed without ever becoming a layer of the image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels leafwatch \
+    pip install --no-index --find-links /wheels 'leafwatch[s3]' \
     && leafwatch --help >/dev/null
 
 # Images, the model registry (seeded from the bundled model on first start) and the SQLite

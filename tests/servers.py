@@ -60,10 +60,17 @@ def running(
 
 @contextmanager
 def leafwatch_serve(
-    workdir: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60
+    workdir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60,
+    port: int | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run `leafwatch serve` with its var dir under `workdir` until the block ends."""
-    port = free_port()
+    """Run `leafwatch serve` with its var dir under `workdir` until the block ends.
+
+    On `port` when given (so that a scraper can be told the address before it answers).
+    """
+    port = port or free_port()
     environment = {**os.environ, "LEAFWATCH_VAR_DIR": str(workdir / "var"), **(env or {})}
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     url = f"http://127.0.0.1:{port}"

@@ -23,7 +23,7 @@ def section(name: str) -> str:
 
 
 def test_the_settings_table_lists_every_setting() -> None:
-    documented = set(re.findall(r"`LEAFWATCH_([A-Z_]+)`", section("settings-table")))
+    documented = set(re.findall(r"`LEAFWATCH_([A-Z0-9_]+)`", section("settings-table")))
     assert documented == {name.upper() for name in Settings.model_fields}
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 from collections.abc import AsyncIterator
@@ -95,13 +96,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 runtime.prune_images,
             ),
         }
-        tasks = [
-            asyncio.create_task(
-                every(timedelta(seconds=seconds), job=job, sessions=runtime.sessions, work=work)
-            )
-            for job, (seconds, work) in jobs.items()
-            if seconds > 0
-        ]
+        tasks: list[asyncio.Task[None]] = []
+        for job, (seconds, work) in jobs.items():
+            if seconds > 0:
+                metrics.prepare_scheduled_task(job)
+                schedule = every(
+                    timedelta(seconds=seconds),
+                    job=job,
+                    sessions=runtime.sessions,
+                    work=work,
+                    ended=functools.partial(metrics.record_scheduled_run, job),
+                )
+                tasks.append(asyncio.create_task(schedule))
         if runtime.recorder.spool is not None:
             # At start too: what a previous process left in the spool goes to the database.
             replay = replay_forever(runtime.recorder, settings.spool_retry_seconds)

@@ -1,9 +1,10 @@
 """LeafWatch's one settings object, read from LEAFWATCH_* environment variables."""
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "banana_sigatoka_detector"
@@ -49,6 +50,26 @@ class Settings(BaseSettings):
         "the spool is replayed as often.",
     )
     image_dir: Path | None = Field(None, description="Image store; default var_dir/images.")
+    image_store_url: str | None = Field(
+        None,
+        description="s3://BUCKET/PREFIX: keep images in an S3-compatible bucket (the [s3] extra; "
+        "credentials from boto3's usual chain); unset: the local directory image_dir.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint of an S3-compatible service (MinIO, Ceph, ...); unset: AWS S3.",
+    )
+    s3_region: str | None = Field(
+        None, description="Region of the bucket; unset: boto3's own (AWS_REGION, ~/.aws/config)."
+    )
+    s3_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        5.0,
+        description="Longest wait to connect to S3, and for each read of an answer: a slow S3 "
+        "fails the request (503) instead of holding it.",
+    )
+    s3_max_attempts: Annotated[int, Field(ge=1)] = Field(
+        3, description="Tries of one S3 call on transient errors, the first included, with backoff."
+    )
     model_dir: Path | None = Field(
         None, description="Local model registry; default var_dir/models."
     )
@@ -221,6 +242,15 @@ class Settings(BaseSettings):
     rate_limit_burst: Annotated[int, Field(ge=1)] = Field(
         60, description="Requests a client may send at once before the per-minute rate applies."
     )
+
+    @field_validator("image_store_url")
+    @classmethod
+    def _image_store_url_names_a_bucket(cls, value: str | None) -> str | None:
+        if not value:  # an empty variable (a ConfigMap's blank entry) means unset
+            return None
+        if not re.fullmatch(r"s3://[A-Za-z0-9][A-Za-z0-9._-]*(/[^\s]*)?", value):
+            raise ValueError(f"{value!r} is not s3://BUCKET or s3://BUCKET/PREFIX")
+        return value
 
     @model_validator(mode="after")
     def _metrics_port_is_not_the_api_port(self) -> "Settings":

@@ -136,6 +136,21 @@ class StorageUnavailable(LeafWatchError):
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+class ImageStoreUnavailable(LeafWatchError):
+    """The image store (a local directory or an S3 bucket) could not take or give an image.
+
+    `detail` is what a client is told; `reason`, for logs and the command line, names the store
+    and what it said.
+    """
+
+    code = "image_store_unavailable"
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason or detail
+
+
 class DriftUnavailable(LeafWatchError):
     """Drift detection cannot run: no reference for the served version, or no report yet."""
 

@@ -37,7 +37,7 @@ from leafwatch.service.faults import FaultSwitch
 from leafwatch.service.predict import Predictor
 from leafwatch.service.recorder import Recorder
 from leafwatch.storage import db, queries, rollups, usage
-from leafwatch.storage.images import LocalImageStore
+from leafwatch.storage.images import ImageStore, open_image_store
 from leafwatch.storage.spool import Spool
 from leafwatch.storage.tables import DriftReport
 
@@ -58,7 +58,7 @@ class Runtime:
     exposition: Exposition
     engine: Engine
     sessions: sessionmaker[Session]
-    images: LocalImageStore
+    images: ImageStore
     registry: ModelRegistry
     recorder: Recorder
     io: ThreadPoolExecutor = field(
@@ -146,6 +146,7 @@ class Runtime:
 def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerProvider) -> Runtime:
     """Connect the database (migrating if configured), open the store and load the model."""
     configure_image_memory()
+    images = open_image_store(settings)  # first: an unusable bucket stops the start, says why
     engine = db.make_engine(settings.resolved_database_url())
     instrument_engine(engine, tracer_provider)
     if settings.should_migrate_on_start():
@@ -163,7 +164,7 @@ def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
         ),
         engine=engine,
         sessions=sessions,
-        images=LocalImageStore(settings.resolved_image_dir()),
+        images=images,
         registry=open_registry(settings),
         recorder=Recorder(sessions, spool, metrics, retry_s=settings.spool_retry_seconds),
     )

@@ -3,12 +3,14 @@
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from leafwatch.app import create_app
 from leafwatch.config import Settings
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.model.registry import bundled_model
 from leafwatch.stack import free_port
+from leafwatch.storage import db
 from tests.conftest import image_bytes
 from tests.scrape import total
 
@@ -107,6 +109,34 @@ def test_an_unmigrated_database_is_not_ready_and_says_what_to_run(
         response = client.get("/api/v1/feedback/stats")
         assert response.status_code == 503
         assert response.json()["error"] == "database_unavailable"
+
+
+def test_a_schema_behind_this_release_is_not_ready_and_one_ahead_of_it_is(
+    client: TestClient, settings: Settings
+) -> None:
+    # Behind: a revision these migrations know, older than their head. Ahead: one they do not
+    # know, which a newer release's migration Job wrote while this pod still serves (a rollout).
+    previous = sorted(db.known_revisions() - {db.head_revision()})[-1]
+    engine = db.make_engine(settings.resolved_database_url())
+    try:
+        for revision, code, status in [
+            (previous, 503, "not_ready"),
+            ("9999_from_a_newer_release", 200, "ready"),
+        ]:
+            with engine.begin() as connection:
+                connection.execute(
+                    text("UPDATE alembic_version SET version_num = :v"), {"v": revision}
+                )
+            ready = client.get("/ready")
+            assert (ready.status_code, ready.json()["status"]) == (code, status), ready.json()
+            assert revision in ready.json()["problems"][0]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE alembic_version SET version_num = :v"), {"v": db.head_revision()}
+            )
+        engine.dispose()
+    assert client.get("/ready").json()["problems"] == []
 
 
 def test_a_promotion_in_the_local_registry_is_served_without_a_restart(

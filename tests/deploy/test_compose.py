@@ -38,6 +38,7 @@ SERVICES = {
     "leafwatch",
     "leafwatch-logrotate",
     "prometheus",
+    "victoriametrics",
     "alertmanager",
     "grafana",
     "loki",
@@ -438,6 +439,36 @@ def test_command_line_flags_exist(service: str, binary: str) -> None:
         if flag == "enable-feature":
             features = set(value.split(","))
             assert not features & PROMETHEUS_3_REMOVED_FEATURES, f"{service}: {value}"
+
+
+def test_prometheus_writes_to_the_victoriametrics_grafana_reads() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    [write] = config["remote_write"]
+    assert write["url"] == "http://victoriametrics:8428/api/v1/write"
+    sources = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/datasources.yaml").read_text()
+    )
+    [source] = [s for s in sources["datasources"] if s["uid"] == "victoriametrics"]
+    assert source["type"] == "prometheus"  # VictoriaMetrics answers Prometheus's query API
+    assert source["url"] == "http://victoriametrics:8428"
+    assert "victoriametrics" in services()["grafana"]["depends_on"]
+
+
+def test_victoriametrics_keeps_its_data_in_a_volume_for_a_set_retention() -> None:
+    service = services()["victoriametrics"]
+    flags = dict(argument.removeprefix("-").split("=", 1) for argument in service["command"])
+    assert flags["httpListenAddr"] == ":8428"
+    assert re.fullmatch(r"\d+[hdwy]?", interpolate(flags["retentionPeriod"])), flags
+    assert f"victoriametrics-data:{flags['storageDataPath']}" in service["volumes"]
+    # The Debian binary the tests run is the pinned image's version: the flags are known to it.
+    binary = shutil.which("victoria-metrics")
+    if binary is None:
+        pytest.fail("victoria-metrics is not installed (make tools installs it)")
+    result = subprocess.run(
+        [binary, "-help"], capture_output=True, text=True, check=False, timeout=30
+    )
+    known = set(re.findall(r"^  -([A-Za-z][\w.]*)", result.stdout + result.stderr, re.M))
+    assert set(flags) <= known, set(flags) - known
 
 
 def test_alertmanager_reads_its_secrets_from_the_mounted_secrets_directory() -> None:

@@ -11,7 +11,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,9 +76,11 @@ class Expression:
         return self.id.rsplit(" [", 1)[0]
 
 
-def dashboard_expressions() -> list[Expression]:
+def dashboard_expressions(intervals: Mapping[str, str] = GRAFANA_INTERVALS) -> list[Expression]:
     """Every dashboard query, with the values Grafana would give its variables by default."""
-    values_by_file = {file: variable_defaults(board) for file, board in load_dashboards().items()}
+    values_by_file = {
+        file: {**variable_defaults(board), **intervals} for file, board in load_dashboards().items()
+    }
     return [
         Expression(query.id, substitute(query.expr, values_by_file[query.dashboard]))
         for query in all_queries()
@@ -206,7 +208,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     with (
         leafwatch_serve(workdir, env=env) as (leafwatch, _),
         node_exporter(workdir) as host,
-        prometheus_server(workdir, leafwatch.removeprefix("http://"), host) as server,
+        prometheus_server(workdir, [leafwatch.removeprefix("http://")], host) as server,
     ):
         wait_for(server, 'up{job="leafwatch"} == 1', "Prometheus to scrape LeafWatch")
         send_traffic(leafwatch)
@@ -279,20 +281,33 @@ def node_exporter(workdir: Path) -> Iterator[str | None]:
 
 
 @contextmanager
-def prometheus_server(workdir: Path, leafwatch: str, host: str | None) -> Iterator[Prometheus]:
-    """The shipped Prometheus configuration, pointed at this LeafWatch and host, every second."""
+def prometheus_server(
+    workdir: Path,
+    leafwatch_targets: Sequence[str],
+    host: str | None,
+    *,
+    remote_write_url: str | None = None,
+) -> Iterator[Prometheus]:
+    """The shipped Prometheus configuration, pointed at these LeafWatch replicas and host.
+
+    It scrapes and evaluates every second, and writes to `remote_write_url` when one is given.
+    """
     assert PROMETHEUS_BINARY is not None
     address = f"127.0.0.1:{free_port()}"
     config = render_prometheus_config(
         yaml.safe_load(PROMETHEUS.read_text()),
-        leafwatch_targets=[leafwatch],
+        leafwatch_targets=leafwatch_targets,
         node_exporter=host,
         prometheus_address=address,
         alertmanager_address=f"127.0.0.1:{free_port()}",  # none: alerts are not the point here
         rule_files=evaluated_every_second(shipped_rules(), workdir / "rules"),
         scrape_interval=SCRAPE_INTERVAL,
         evaluation_interval=SCRAPE_INTERVAL,
+        remote_write_url=remote_write_url,
     )
+    for write in config.get("remote_write", []):
+        # Sent every second rather than every 5 s (the default): the test waits less.
+        write.setdefault("queue_config", {})["batch_send_deadline"] = SCRAPE_INTERVAL
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [

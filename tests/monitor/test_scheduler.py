@@ -56,6 +56,7 @@ def test_a_failed_run_is_recorded_and_the_schedule_goes_on(engine: Engine) -> No
     sessions = db.make_sessionmaker(engine)
     ticks = iter(datetime(2026, 11, 29, 11, minute, tzinfo=UTC) for minute in range(0, 60, 1))
     calls: list[str] = []
+    reported: list[str] = []  # what the scheduled_job_runs_total counter is told
 
     def work() -> None:
         calls.append("run")
@@ -74,6 +75,7 @@ def test_a_failed_run_is_recorded_and_the_schedule_goes_on(engine: Engine) -> No
                 job="drift",
                 sessions=sessions,
                 work=work,
+                ended=reported.append,
                 clock=lambda: next(ticks),
             )
         )
@@ -90,4 +92,5 @@ def test_a_failed_run_is_recorded_and_the_schedule_goes_on(engine: Engine) -> No
             run.status for run in session.scalars(select(JobRun).order_by(JobRun.period_start))
         ]
     assert statuses[:2] == ["failed", "done"]
+    assert reported[:2] == ["failed", "done"]
     engine.dispose()

@@ -59,6 +59,22 @@ def test_rejection_reasons_and_feedback_series_exist_at_zero() -> None:
     assert len([s for s in samples(text) if s.name == "feedback_submissions_total"]) == 6
 
 
+def test_scheduled_runs_start_at_zero_and_count_by_task_and_status() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.prepare_scheduled_task("drift")
+    text = generate_latest(metrics.registry).decode()
+    runs = {
+        (sample.labels["task"], sample.labels["status"], sample.value)
+        for sample in samples(text)
+        if sample.name == names.SCHEDULED_RUNS
+    }
+    assert runs == {("drift", status, 0.0) for status in names.SCHEDULED_STATUSES}
+    metrics.record_scheduled_run("drift", "done")
+    text = generate_latest(metrics.registry).decode()
+    assert total(text, names.SCHEDULED_RUNS, task="drift", status="done") == 1
+    assert total(text, names.SCHEDULED_RUNS, task="drift", status="failed") == 0
+
+
 def test_a_prediction_counts_times_and_records_its_confidence() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.prepare_model("3")

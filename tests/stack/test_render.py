@@ -110,6 +110,40 @@ def test_the_leafwatch_token_file_is_the_given_one_or_none(tmp_path: Path) -> No
     assert leafwatch["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
 
 
+def test_remote_write_is_left_out_unless_a_local_address_is_given() -> None:
+    # The shipped stack writes to VictoriaMetrics by its container name; the local stack has none.
+    shipped = {
+        **SHIPPED_PROMETHEUS,
+        "remote_write": [
+            {
+                "name": "victoriametrics",
+                "url": "http://victoriametrics:8428/api/v1/write",
+                "queue_config": {"batch_send_deadline": "5s"},
+            }
+        ],
+    }
+    arguments: dict[str, Any] = {
+        "leafwatch_targets": ["127.0.0.1:8000"],
+        "prometheus_address": "127.0.0.1:9090",
+        "alertmanager_address": "127.0.0.1:9093",
+        "rule_files": [],
+    }
+    assert "remote_write" not in render_prometheus_config(shipped, **arguments)
+    url = "http://127.0.0.1:18428/api/v1/write"
+    config = render_prometheus_config(shipped, **arguments, remote_write_url=url)
+    [write] = config["remote_write"]
+    assert write == {**shipped["remote_write"][0], "url": url}
+    assert shipped["remote_write"][0]["url"] == "http://victoriametrics:8428/api/v1/write"
+    assert "remote_write" not in render(), "nothing shipped, nothing given: none"
+    assert render(remote_write_url=url)["remote_write"] == [{"url": url}]
+
+
+def test_the_shipped_remote_write_is_dropped_from_the_local_stack(tmp_path: Path) -> None:
+    assert load_yaml(DEPLOY / "prometheus" / "prometheus.yml")["remote_write"]
+    files = write_stack_files(options(tmp_path), prometheus_port=19090, alertmanager_port=19093)
+    assert "remote_write" not in load_yaml(files.prometheus)
+
+
 def test_a_local_prometheus_needs_a_leafwatch_target() -> None:
     with pytest.raises(ValueError, match="at least one LeafWatch target"):
         render(leafwatch_targets=[])

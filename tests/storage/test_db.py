@@ -1,7 +1,9 @@
 """Migrations build exactly the tables the code declares, on SQLite and PostgreSQL."""
 
+import ast
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from importlib import resources
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -109,3 +111,25 @@ def test_naive_timestamps_are_refused(database_url: str) -> None:
 def test_ping_tells_a_dead_database(tmp_path: object) -> None:
     engine = db.make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
     assert db.ping(engine) is False
+
+
+def test_every_migration_only_adds_so_the_previous_release_runs_on_the_new_schema() -> None:
+    # /ready keeps a pod of the previous release serving on a schema newer than its own during a
+    # rolling upgrade; that is safe only while upgrades add. A removal or change belongs in a
+    # later release than the one that stops using the column or table.
+    versions = resources.files("leafwatch.storage") / "migrations" / "versions"
+    changing = ("drop_", "alter_column", "rename_table", "batch_alter_table", "execute")
+    found = {}
+    for script in sorted(p for p in versions.iterdir() if p.name.endswith(".py")):
+        tree = ast.parse(script.read_text())
+        (upgrade,) = [
+            n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "upgrade"
+        ]
+        calls = [
+            node.func.attr
+            for node in ast.walk(upgrade)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        ]
+        found[script.name] = [call for call in calls if call.startswith(changing)]
+    assert len(found) >= 7
+    assert {name: calls for name, calls in found.items() if calls} == {}

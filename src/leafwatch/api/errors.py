@@ -23,7 +23,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         413: "Upload too large",
         415: "Not an accepted image",
         422: "Invalid fields or image",
-        503: "Model not ready",
+        503: "Not ready: the model, the database or the image store",
     }.items()
 }
 

@@ -37,12 +37,20 @@ def ready(runtime: RuntimeDep) -> JSONResponse:
     database = answers
     if not answers:
         problems.append("the database does not answer")
-    elif (revision := db.current_revision(runtime.engine)) != db.head_revision():
-        database = False
-        problems.append(
-            f"the database schema is at {revision or 'nothing'}, not {db.head_revision()}: "
-            "run `leafwatch db upgrade`"
-        )
+    else:
+        revision = db.current_revision(runtime.engine)
+        state = db.schema_state(revision)
+        if state == "behind":
+            database = False
+            problems.append(
+                f"the database schema is at {revision or 'nothing'}, not {db.head_revision()}: "
+                "run `leafwatch db upgrade`"
+            )
+        elif state == "ahead":
+            problems.append(
+                f"the database schema is at {revision}, newer than this release's "
+                f"{db.head_revision()}: an upgrade is rolling out"
+            )
     model = runtime.classifier is not None
     if not model:
         problems.append(f"the model is not loaded: {runtime.model_error}")

@@ -1,6 +1,7 @@
-"""`leafwatch images`: the stored uploads, deleted by hand past the retention period."""
+"""`leafwatch images`: the stored uploads, deleted past the retention period or moved to S3."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,7 +27,8 @@ def prune(
     ] = False,
 ) -> None:
     """Delete the images nobody has uploaded for DAYS days; prediction rows keep their hash."""
-    from leafwatch.storage.images import LocalImageStore
+    from leafwatch.errors import ImageStoreUnavailable
+    from leafwatch.storage.images import open_image_store
 
     settings = Settings()
     days = settings.image_retention_days if days is None else days
@@ -35,7 +37,75 @@ def prune(
             "[red]no retention period: pass --days or set LEAFWATCH_IMAGE_RETENTION_DAYS[/red]"
         )
         raise typer.Exit(2)
-    store = LocalImageStore(settings.resolved_image_dir())
-    deleted = store.prune(stored_before=datetime.now(UTC) - timedelta(days=days), dry_run=dry_run)
+    where = settings.image_store_url or settings.resolved_image_dir()
+    try:
+        store = open_image_store(settings)
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        deleted = store.prune(stored_before=cutoff, dry_run=dry_run)
+    except ImageStoreUnavailable as exc:
+        console.print(exc.reason, style="red", markup=False)
+        raise typer.Exit(1) from None
     verb = "would delete" if dry_run else "deleted"
-    console.print(f"{verb} {deleted} images older than {days:g} days from {store.root}")
+    console.print(f"{verb} {deleted} images older than {days:g} days from {where}")
+
+
+@images_app.command("copy")
+def copy(
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="The bucket to copy to, s3://BUCKET/PREFIX [LEAFWATCH_IMAGE_STORE_URL].",
+            show_default=False,
+        ),
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="The local store to copy [LEAFWATCH_IMAGE_DIR].", show_default=False
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option(min=1, max=64, help="Uploads at once.")] = 8,
+) -> None:
+    """Copy the local store's images to an S3 bucket under the same keys; safe to run again.
+
+    Images already in the bucket with the same size are skipped, so a second run copies only
+    what is new and an interrupted one resumes. Then set LEAFWATCH_IMAGE_STORE_URL.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from leafwatch.errors import ImageStoreUnavailable
+    from leafwatch.storage.images import LocalImageStore
+    from leafwatch.storage.s3images import S3Location, copy_images, count_images, open_s3_store
+
+    settings = Settings()
+    url = to or settings.image_store_url
+    if not url:
+        console.print("[red]no bucket: pass --to s3://BUCKET/PREFIX[/red]")
+        raise typer.Exit(2)
+    try:
+        S3Location.parse(url)
+    except ValueError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from None
+    local = LocalImageStore(source or settings.resolved_image_dir())
+    try:
+        target = open_s3_store(url, settings, connections=jobs)
+        total = count_images(local)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task(f"{local.root} -> {target}", total=total)
+            counts = copy_images(local, target, jobs=jobs, done=lambda _key: progress.advance(task))
+    except ImageStoreUnavailable as exc:
+        console.print(exc.reason, style="red", markup=False)
+        console.print("nothing copied is lost: run the same command again to go on")
+        raise typer.Exit(1) from None
+    console.print(
+        f"copied {counts.copied}, already there {counts.present}, "
+        f"gone meanwhile {counts.vanished} of {total} images from {local.root} to {target}"
+    )

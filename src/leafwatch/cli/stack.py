@@ -1,4 +1,5 @@
-"""`leafwatch stack up`: the shipped Prometheus and Alertmanager configuration, run here."""
+"""`leafwatch stack`: the shipped Prometheus and Alertmanager configuration, run here (`up`),
+and its rules as the Prometheus Operator's PrometheusRules (`prometheus-rules`)."""
 
 import signal
 import threading
@@ -21,9 +22,11 @@ from leafwatch.stack import (
     render_alertmanager_config,
     secret_files,
 )
+from leafwatch.stack.k8s import kubernetes_rule_files, render_prometheus_rules
 
 stack_app = typer.Typer(
-    help="A local Prometheus and Alertmanager (Debian packages) with the deploy/ configuration.",
+    help="A local Prometheus and Alertmanager (Debian packages) with the deploy/ configuration;"
+    " its rules for the Prometheus Operator.",
     no_args_is_help=True,
 )
 console = Console()
@@ -131,6 +134,39 @@ def up(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     console.print("stopped")
+
+
+@stack_app.command("prometheus-rules")
+def prometheus_rules(
+    rules_dir: Annotated[
+        Path, typer.Option(help="The Prometheus rule files (every *.yml but host.yml).")
+    ] = Path("deploy/prometheus/rules"),
+    output: Annotated[
+        Path | None, typer.Option(help="Write the PrometheusRules here; default: print them.")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option(help="Write nothing; exit 1 if --output differs from the rule files.")
+    ] = False,
+) -> None:
+    """Build the Prometheus Operator's PrometheusRules (Kubernetes), one per rule file."""
+    files = kubernetes_rule_files(rules_dir)
+    if not files:
+        _fail(f"no rule files (*.yml) in {rules_dir.resolve()}")
+    try:
+        text = render_prometheus_rules(files, source_dir=rules_dir.as_posix())
+    except ValueError as exc:
+        _fail(str(exc))
+    if check:
+        if output is None:
+            _fail("--check needs --output, the file to compare")
+        if not output.is_file() or output.read_text() != text:
+            _fail(f"{output} differs from {rules_dir}: run without --check to regenerate it")
+        console.print(f"{output} matches {rules_dir}")
+    elif output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output} ({len(files)} rule files)")
 
 
 def _check_leafwatch(target: str) -> None:

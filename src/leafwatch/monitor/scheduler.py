@@ -48,9 +48,17 @@ def finish(session: Session, *, job: str, period: datetime, status: str) -> None
 
 
 def run_claimed(
-    sessions: sessionmaker[Session], *, job: str, period: datetime, work: Callable[[], object]
+    sessions: sessionmaker[Session],
+    *,
+    job: str,
+    period: datetime,
+    work: Callable[[], object],
+    ended: Callable[[str], object] | None = None,
 ) -> bool:
-    """Run `work` if this process claims the period; False when another process has it."""
+    """Run `work` if this process claims the period; False when another process has it.
+
+    `ended` is called with the run's status ("done" or "failed") once `work` returns or raises.
+    """
     with sessions() as session:
         if not claim(session, job=job, period=period):
             return False
@@ -59,6 +67,8 @@ def run_claimed(
         work()
         status = "done"
     finally:
+        if ended is not None:
+            ended(status)
         with sessions() as session:
             finish(session, job=job, period=period, status=status)
     return True
@@ -70,6 +80,7 @@ async def every(
     job: str,
     sessions: sessionmaker[Session],
     work: Callable[[], object],
+    ended: Callable[[str], object] | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> None:
     """Forever: at each period's start, run `work` once across all processes (cancel to stop)."""
@@ -77,7 +88,9 @@ async def every(
         now = clock()
         period = period_start(now, interval)
         try:
-            ran = await run_in_threadpool(run_claimed, sessions, job=job, period=period, work=work)
+            ran = await run_in_threadpool(
+                run_claimed, sessions, job=job, period=period, work=work, ended=ended
+            )
             if ran:
                 log.info("scheduled job ran", job=job, period=period.isoformat())
         except SQLAlchemyError:

@@ -68,6 +68,8 @@ SPOOL_RECORDS = "spool_records_total"
 SPOOL_KINDS = ("prediction", "feedback")
 SPOOL_OUTCOMES = ("spooled", "replayed", "rejected")
 IMAGES_DELETED = "images_deleted_total"
+SCHEDULED_RUNS = "scheduled_job_runs_total"
+SCHEDULED_STATUSES = ("done", "failed")  # how a run ends, as the job_runs table records it
 ALERT_EVENTS = "alert_events_total"
 # Alert names come from the rules, a few dozen; past this many, a process counts them as `other`.
 MAX_ALERT_NAMES = 50
@@ -165,6 +167,13 @@ class Metrics:
             "Stored images deleted because they were older than the retention period.",
             registry=registry,
         )
+        # `task`, not `job`: Prometheus gives every series the `job` of the scrape.
+        self.scheduled_runs = Counter(
+            SCHEDULED_RUNS,
+            "Periodic jobs (drift, rollups...) this process claimed and ran, by task and ending.",
+            ["task", "status"],
+            registry=registry,
+        )
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # Zero-valued series from the start, so rate() and increase() see the first event.
         for reason in INVALID_IMAGE_CODES:
@@ -225,6 +234,15 @@ class Metrics:
         self.predictions.labels(**labels).inc()
         self.confidence.labels(**labels).observe(confidence)
         self.inference_latency.labels(model_version=model_version).observe(inference_s)
+
+    def prepare_scheduled_task(self, task: str) -> None:
+        """Create a periodic job's series at zero, before its first run."""
+        for status in SCHEDULED_STATUSES:
+            self.scheduled_runs.labels(task=task, status=status)
+
+    def record_scheduled_run(self, task: str, status: str) -> None:
+        """Count one run of a periodic job, claimed by this process for its period."""
+        self.scheduled_runs.labels(task=task, status=status).inc()
 
     def record_feedback(self, *, is_correct: bool, feedback_source: str) -> None:
         """Count one verdict."""

@@ -40,11 +40,14 @@ def render_prometheus_config(
     scrape_interval: str | None = None,
     evaluation_interval: str | None = None,
     leafwatch_token_file: Path | None = None,
+    remote_write_url: str | None = None,
 ) -> dict[str, Any]:
     """The shipped configuration with its jobs and Alertmanager pointed at local addresses.
 
     Jobs other than leafwatch, node-exporter, alertmanager and prometheus find containers by name,
     which do not exist on this machine, so they are left out; so is node-exporter without a target.
+    The shipped `remote_write` (to the stack's VictoriaMetrics) goes to `remote_write_url`, with
+    its other settings kept, or is left out without one.
     """
     if not leafwatch_targets:
         raise ValueError("a local Prometheus needs at least one LeafWatch target")
@@ -90,6 +93,10 @@ def render_prometheus_config(
     alerting["alertmanagers"] = [_static(managers[0], [alertmanager_address])]
     config["alerting"] = alerting
     config["rule_files"] = [str(path) for path in rule_files]
+    # No VictoriaMetrics runs here unless given: Prometheus would retry the container name forever.
+    writes = config.pop("remote_write", None) or [{}]
+    if remote_write_url is not None:
+        config["remote_write"] = [{**writes[0], "url": remote_write_url}]
     return config
 
 

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -98,6 +98,29 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config_for_url("sqlite://")).get_current_head()
     assert head is not None
     return head
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    """Every revision the packaged migrations know, the head included."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config_for_url("sqlite://"))
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
+def schema_state(revision: str | None) -> Literal["current", "behind", "ahead"]:
+    """Where a database's revision stands against this release's migrations.
+
+    A revision this release does not know was written by a newer one: during a rolling upgrade the
+    migration runs before every old process has stopped, and migrations add before they remove, so
+    an old process keeps serving on the newer schema.
+    """
+    if revision == head_revision():
+        return "current"
+    if revision is None or revision in known_revisions():
+        return "behind"
+    return "ahead"
 
 
 def alembic_config_for_url(url: str) -> Config:

@@ -1,7 +1,8 @@
 """Content-addressed image store: an image's path is its SHA-256, so a re-upload costs a rename.
 
 Images are user data: `prune` deletes those not uploaded again since a moment (the retention
-period); prediction rows keep the hash of theirs.
+period); prediction rows keep the hash of theirs. The keys are the same in every store (a local
+directory here, an S3 bucket in s3images.py), so moving a store is a copy.
 """
 
 import hashlib
@@ -11,7 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from leafwatch.errors import ImageStoreUnavailable
+
+if TYPE_CHECKING:
+    from leafwatch.config import Settings
+
+log = structlog.stdlib.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,13 +32,18 @@ class StoredImage:
     sha256: str
 
 
+def image_key(sha256: str, extension: str) -> str:
+    """The key of an image in every store: `<h[:2]>/<h[2:4]>/<h>.<ext>`."""
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}.{extension.lower().lstrip('.')}"
+
+
 class StagedImage(Protocol):
     """Bytes written aside and hashed, not yet visible in the store."""
 
     sha256: str
 
     def commit(self, *, extension: str) -> StoredImage:
-        """Make the image visible under its content key."""
+        """Make the image visible under its content key; raises ImageStoreUnavailable."""
         ...
 
     def discard(self) -> None:
@@ -40,11 +55,11 @@ class ImageStore(Protocol):
     """Stores uploaded images by content."""
 
     def stage(self, data: bytes) -> StagedImage:
-        """Hash and write the bytes aside, so the work overlaps with validating them."""
+        """Hash and keep the bytes aside, so the work overlaps with validating them."""
         ...
 
     def put(self, data: bytes, *, extension: str) -> StoredImage:
-        """Store the bytes and return their key; storing the same bytes twice is a no-op."""
+        """Store the bytes and return their key; the same bytes again only refresh its time."""
         ...
 
     def get(self, path: str) -> bytes:
@@ -63,15 +78,18 @@ class _LocalStagedImage:
     sha256: str
 
     def commit(self, *, extension: str) -> StoredImage:
-        digest = self.sha256
-        key = f"{digest[:2]}/{digest[2:4]}/{digest}.{extension.lower().lstrip('.')}"
+        key = image_key(self.sha256, extension)
         target = self.root / key
-        if not target.parent.is_dir():  # one stat instead of three failing mkdirs
-            target.parent.mkdir(parents=True, exist_ok=True)
-        # A rename: readers never see half a file, and a crash leaves no half-written key. Over an
-        # existing copy too: its time becomes this upload's, which is what retention counts from.
-        os.replace(self.temp, target)
-        return StoredImage(path=key, sha256=digest)
+        try:
+            if not target.parent.is_dir():  # one stat instead of three failing mkdirs
+                target.parent.mkdir(parents=True, exist_ok=True)
+            # A rename: readers never see half a file, and a crash leaves no half-written key.
+            # Over an existing copy too: its time becomes this upload's, which retention counts
+            # from.
+            os.replace(self.temp, target)
+        except OSError as exc:
+            raise _unavailable(self.root, exc) from exc
+        return StoredImage(path=key, sha256=self.sha256)
 
     def discard(self) -> None:
         self.temp.unlink(missing_ok=True)
@@ -91,13 +109,18 @@ class LocalImageStore:
     def stage(self, data: bytes) -> StagedImage:
         """Write the bytes to a temporary file in the store and hash them."""
         staging = self.staging
-        staging.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=staging)
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=staging)
+        except OSError as exc:
+            raise _unavailable(self.root, exc) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-        except BaseException:
+        except BaseException as exc:
             Path(temp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # a full disk, a failing volume
+                raise _unavailable(self.root, exc) from exc
             raise
         return _LocalStagedImage(
             root=self.root, temp=Path(temp), sha256=hashlib.sha256(data).hexdigest()
@@ -147,10 +170,37 @@ class LocalImageStore:
                 continue
         return deleted
 
-    def _images(self) -> Iterator[Path]:
+    def image_keys(self, *, under: str = "") -> Iterator[str]:
+        """The keys of the stored images, lazily; `under` narrows them to a first level (`ab/`)."""
+        root = self.root
+        for path in self._images(under.strip("/") or "[0-9a-f][0-9a-f]"):
+            yield path.relative_to(root).as_posix()
+
+    def _images(self, first: str = "[0-9a-f][0-9a-f]") -> Iterator[Path]:
         # Lazily, a directory at a time: a store may hold millions.
         if self.root.is_dir():
-            yield from self.root.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*")
+            yield from self.root.glob(f"{first}/[0-9a-f][0-9a-f]/*")
 
     def _leftovers(self) -> list[Path]:
         return list(self.staging.iterdir()) if self.staging.is_dir() else []
+
+
+def _unavailable(root: Path, exc: OSError) -> ImageStoreUnavailable:
+    log.error("image store write failed", store=str(root), error=str(exc))
+    # The client is told what happened, not the server's paths.
+    return ImageStoreUnavailable(
+        "the image could not be stored; try again later",
+        reason=f"the image store {root} could not take the image: {exc}",
+    )
+
+
+def open_image_store(settings: "Settings") -> ImageStore:
+    """The store the settings name: an S3 bucket for an s3:// URL, else the local directory.
+
+    A bucket is checked at once: a process that cannot store images should not start.
+    """
+    if settings.image_store_url:
+        from leafwatch.storage.s3images import open_s3_store
+
+        return open_s3_store(settings.image_store_url, settings)
+    return LocalImageStore(settings.resolved_image_dir())
