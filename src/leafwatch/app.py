@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # What start-up built (the model, the libraries) lives as long as the process: keeping it
         # out of the collector's reach makes its full collections short pauses, not 100 ms ones.
         gc.freeze()
+        gc.callbacks.append(metrics.count_gc)
         # Periodic jobs, each run once per period across every process and replica (`every`).
         jobs = {
             "drift": (settings.drift_interval_seconds, runtime.scheduled_drift),
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             runtime.close()
+            gc.callbacks.remove(metrics.count_gc)
             gc.unfreeze()  # what start-up built is collectable again once the app stops
             tracer_provider.shutdown()  # sends the spans still queued
             if directory is not None:

@@ -69,6 +69,9 @@ def test_two_workers_add_up_exactly_and_survive_a_killed_worker(tmp_path: Path) 
             assert total(text, "api_active_requests") == 1  # the scrape itself
         workers = live_worker_pids(scrapes[0])
         assert len(workers) == 2
+        # Each worker counts its own garbage collections into the shared files.
+        gc_runs = total(scrapes[0], "python_gc_collections_total", generation="0")
+        assert gc_runs > 0
 
         victim = int(sorted(workers)[0])
         os.kill(victim, signal.SIGKILL)

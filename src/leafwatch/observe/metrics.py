@@ -69,6 +69,8 @@ SPOOL_KINDS = ("prediction", "feedback")
 SPOOL_OUTCOMES = ("spooled", "replayed", "rejected")
 IMAGES_DELETED = "images_deleted_total"
 SCHEDULED_RUNS = "scheduled_job_runs_total"
+# The name prometheus_client's GCCollector gives it in one process, so one panel reads both.
+GC_COLLECTIONS = "python_gc_collections_total"
 SCHEDULED_STATUSES = ("done", "failed")  # how a run ends, as the job_runs table records it
 ALERT_EVENTS = "alert_events_total"
 # Alert names come from the rules, a few dozen; past this many, a process counts them as `other`.
@@ -106,6 +108,17 @@ class Metrics:
             # Read when scraped: a plain count costs a request less than a locked gauge update.
             # Workers' counts must add up through the shared files, so there it is inc and dec.
             self.active_requests.set_function(lambda: self.in_flight)
+        # One process has the client's GCCollector. Workers cannot read each other's collector, so
+        # each counts its own collections into the shared files (a sum per replica).
+        self._gc_runs: dict[int, Counter] = {}
+        if multiprocess:
+            gc_runs = Counter(
+                GC_COLLECTIONS.removesuffix("_total"),
+                "Garbage collections the workers ran, by generation.",
+                ["generation"],
+                registry=registry,
+            )
+            self._gc_runs = {g: gc_runs.labels(generation=str(g)) for g in range(3)}
         self.predictions = Counter(
             "model_predictions_total",
             "Predictions made, by model version and predicted class.",
@@ -184,6 +197,11 @@ class Metrics:
         for kind in SPOOL_KINDS:
             for outcome in SPOOL_OUTCOMES:
                 self.spool_records.labels(kind=kind, outcome=outcome)
+
+    def count_gc(self, phase: str, info: dict[str, int]) -> None:
+        """A `gc.callbacks` hook: one more collection of its generation (with several workers)."""
+        if phase == "stop" and (child := self._gc_runs.get(info["generation"])) is not None:
+            child.inc()
 
     def request_started(self) -> None:
         """One more request in flight."""
