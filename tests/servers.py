@@ -1,6 +1,7 @@
 """Real servers for tests on free 127.0.0.1 ports, stopped afterwards: LeafWatch, receivers."""
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -142,3 +143,18 @@ def receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The addresses something listens on at this TCP port (read from /proc, Linux)."""
+    addresses = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if int(port_hex, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                # The kernel prints each 32-bit word of the address in host (little-endian) order.
+                raw = bytes.fromhex(address)
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                addresses.add(socket.inet_ntop(family, words))
+    return addresses

@@ -46,6 +46,9 @@ log = structlog.stdlib.get_logger(__name__)
 # Days of model_performance rows recomputed each time: verdicts keep arriving for a while.
 PERFORMANCE_DAYS = 7
 USAGE_PERIOD_S = 300.0
+# How long after a drift run ends its report may take to be committed, at most (a bound, not a
+# wait: the figures show it from the first cache period that starts this long after it ended).
+DRIFT_COMMIT_S = 1.0
 
 
 @dataclass
@@ -207,9 +210,13 @@ def scrape_figures(runtime: Runtime) -> list[Collector]:
     period = runtime.settings.metrics_cache_seconds
     cache = PeriodCache(compute_accuracy, period_s=period)
 
-    def latest_drift(_as_of: float) -> DriftReport | None:
+    def latest_drift(as_of: float) -> DriftReport | None:
+        # With a cache, every process shows the report that had ended a moment before the
+        # period began, whenever in the period it reads: replicas agree right after a run too.
+        # The moment leaves time for that report's commit to land.
+        finished_by = datetime.fromtimestamp(as_of - DRIFT_COMMIT_S, UTC) if period > 0 else None
         with runtime.sessions() as session:
-            report = latest_report(session)
+            report = latest_report(session, finished_by=finished_by)
             if report is not None:
                 session.expunge(report)
             return report

@@ -6,6 +6,7 @@ pinned images, health checks, secrets, mounts, settings, and the links to the fi
 The wheel the image installs is built for real, and so is the log rotation it runs.
 """
 
+import json
 import logging.handlers
 import re
 import shutil
@@ -19,10 +20,13 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from leafwatch.config import Settings
+from leafwatch.stack import free_port
+from tests.servers import leafwatch_serve, listening_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -413,6 +417,84 @@ def test_prometheus_scrapes_services_of_the_stack_and_finds_its_rules() -> None:
     assert "./prometheus:/etc/prometheus:ro" in services()["prometheus"]["volumes"]
     for pattern in config["rule_files"]:
         assert list((DEPLOY / "prometheus").glob(pattern)), f"no rule file matches {pattern}"
+
+
+def compose_settings() -> Settings:
+    """The Settings LeafWatch's compose service builds, required variables as placeholders."""
+    env = environment(services()["leafwatch"])
+    return Settings.model_validate(
+        {
+            name.removeprefix("LEAFWATCH_").lower(): interpolate(value)
+            for name, value in env.items()
+            if name.startswith("LEAFWATCH_")
+        }
+    )
+
+
+def image_serve_options() -> dict[str, str]:
+    """The options of the image's `serve` command (its CMD; the compose service keeps it)."""
+    assert "command" not in services()["leafwatch"], "the service runs the image's CMD"
+    [command] = [json.loads(a) for i, a in dockerfile_instructions() if i == "CMD"]
+    assert command[0] == "serve", command
+    return dict(zip(command[1::2], command[2::2], strict=True))
+
+
+def container_ports(service: dict[str, Any]) -> set[int]:
+    """The container ports a service publishes on the host, ranges expanded."""
+    ports = set()
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):  # the long syntax
+            target = str(entry["target"])
+        else:
+            target = interpolate(str(entry)).rsplit(":", 1)[-1].split("/")[0]
+        first, _, last = target.partition("-")
+        ports |= set(range(int(first), int(last or first) + 1))
+    return ports
+
+
+def test_prometheus_scrapes_the_metrics_port_leafwatch_serves_which_is_not_published() -> None:
+    settings = compose_settings()
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "leafwatch"]
+    [discovery] = job["dns_sd_configs"]
+    assert settings.metrics_port is not None, "/metrics would be served on the published API port"
+    assert discovery["port"] == settings.metrics_port
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    api_port = int(image_serve_options()["--port"])
+    assert api_port != settings.metrics_port
+    published = container_ports(services()["leafwatch"])
+    assert api_port in published
+    assert settings.metrics_port not in published, "only Prometheus, inside the stack, needs it"
+    # The metrics port binds to the settings' host, not to the command's --host (app.py): on a
+    # loopback address Prometheus, in a container of its own, could not reach it.
+    assert (settings.metrics_host or settings.host) in {"0.0.0.0", "::"}
+
+
+@pytest.mark.slow
+def test_the_image_command_with_the_compose_settings_serves_metrics_to_other_containers(
+    tmp_path: Path,
+) -> None:
+    """`serve` as the image runs it, with the compose service's metrics settings, for real.
+
+    Free ports stand in for 8000 and 8001, which other tests on this machine may hold.
+    """
+    env = environment(services()["leafwatch"])
+    metrics_port = free_port()
+    settings = {
+        "LEAFWATCH_METRICS_PORT": str(metrics_port),
+        "LEAFWATCH_METRICS_HOST": env["LEAFWATCH_METRICS_HOST"],
+        "LEAFWATCH_WORKERS": env["LEAFWATCH_WORKERS"],
+    }
+    host = image_serve_options()["--host"]
+    with leafwatch_serve(tmp_path, "--host", host, env=settings) as (url, _process):
+        # Every interface, as the API port: Prometheus comes from another container's address.
+        assert listening_addresses(metrics_port) in ({"0.0.0.0"}, {"::"})
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scraped.status_code == 200
+        assert "api_requests_total" in scraped.text
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 404, "not on the API port"
+        for probe in ("/health", "/ready"):  # the healthchecks stay on the API port
+            assert httpx.get(f"{url}{probe}", timeout=10).status_code == 200, probe
 
 
 def test_prometheus_keeps_exemplars() -> None:

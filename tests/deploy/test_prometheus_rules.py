@@ -247,7 +247,7 @@ def test_prometheus_scrapes_every_part_of_the_stack_without_secrets() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {"leafwatch", "node-exporter", "alertmanager", "prometheus"}
     assert jobs["leafwatch"]["dns_sd_configs"] == [
-        {"names": ["leafwatch"], "type": "A", "port": 8000, "refresh_interval": "30s"}
+        {"names": ["leafwatch"], "type": "A", "port": 8001, "refresh_interval": "30s"}
     ]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "alertmanager:9093"

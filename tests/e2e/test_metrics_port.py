@@ -11,7 +11,7 @@ import pytest
 from leafwatch.stack import free_port
 from tests.e2e.test_workers import fresh_get, live_worker_pids
 from tests.scrape import total
-from tests.servers import eventually, leafwatch_serve
+from tests.servers import eventually, leafwatch_serve, listening_addresses
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +68,13 @@ def test_one_worker_serves_the_metrics_port_and_another_takes_over(tmp_path: Pat
         assert text, "no worker took the metrics port over"
         # The killed worker's counts stay in the sums.
         assert total(text, "api_requests_total", **HEALTH) == sent
+
+
+def test_the_metrics_port_binds_where_serve_was_told_to_listen(tmp_path: Path) -> None:
+    # `serve --host` reaches the workers' settings, so the metrics port follows it unless
+    # LEAFWATCH_METRICS_HOST says otherwise (a container's Prometheus comes from another address).
+    port = free_port()
+    env = {"LEAFWATCH_METRICS_PORT": str(port)}
+    with leafwatch_serve(tmp_path, "--host", "0.0.0.0", env=env) as (_url, _process):
+        assert listening_addresses(port) == {"0.0.0.0"}
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).status_code == 200

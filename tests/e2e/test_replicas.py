@@ -31,6 +31,7 @@ import yaml
 from sqlalchemy import select
 
 from leafwatch.observe import metrics as names
+from leafwatch.runtime import DRIFT_COMMIT_S
 from leafwatch.stack import free_port, parse_duration
 from leafwatch.storage import db
 from leafwatch.storage.tables import DriftReport, JobRun
@@ -409,7 +410,9 @@ def quiet_window(database_url: str, *, not_before: float = 0.0) -> tuple[float, 
                 ).first()
             if run is not None and run.finished_at is not None:
                 end = timestamp(run.period_start) + DRIFT_INTERVAL_S
-                start = max(timestamp(run.finished_at) + CACHE_S + 0.2, not_before)
+                # Shown from the first cache period starting DRIFT_COMMIT_S after the run ended.
+                shown = timestamp(run.finished_at) + DRIFT_COMMIT_S + CACHE_S
+                start = max(shown + 0.2, not_before)
                 if max(start, time.time()) < end - 2 * SCRAPE_S:
                     time.sleep(max(start - time.time(), 0))
                     return start, end

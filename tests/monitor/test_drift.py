@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from leafwatch.config import Settings
 from leafwatch.model.labels import CLASS_NAMES
 from leafwatch.model.registry import LocalModelRegistry, bundled_model
-from leafwatch.monitor.drift import DriftOptions, run_drift
+from leafwatch.monitor.drift import DriftOptions, latest_report, run_drift
 from leafwatch.monitor.features import FEATURES, IMAGE_FORMATS
 from leafwatch.monitor.reference import FeatureSample
 from leafwatch.service.drift import run_for_model
@@ -150,6 +150,29 @@ def test_too_few_predictions_say_so_instead_of_scoring(engine: Engine) -> None:
     assert report.status == "not_enough_data"
     assert report.scores == dict.fromkeys(report.scores)
     assert not report.drifted
+    engine.dispose()
+
+
+def test_the_latest_report_by_a_moment_is_the_last_run_that_had_ended_by_then(
+    engine: Engine,
+) -> None:
+    with Session(engine) as session:
+        store(session, half(half(half(SAME, 0), 0), 0))
+        now = utcnow()
+        first = run(session, now=now - timedelta(minutes=10))
+        second = run(session, now=now - timedelta(minutes=5))
+        second.seconds = 2.0  # started 5 min ago, stored 2 s later
+        session.commit()
+        ended = second.run_at + timedelta(seconds=2)
+
+        def latest(moment: Any = None) -> int | None:
+            report = latest_report(session, finished_by=moment)
+            return None if report is None else report.id
+
+        assert latest() == second.id
+        assert latest(ended) == second.id
+        assert latest(ended - timedelta(milliseconds=1)) == first.id  # still running then
+        assert latest(first.run_at - timedelta(seconds=1)) is None
     engine.dispose()
 
 

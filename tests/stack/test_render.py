@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from leafwatch.config import Settings
 from leafwatch.stack import (
     AlertmanagerOverrides,
     StackError,
@@ -142,6 +143,20 @@ def test_the_shipped_remote_write_is_dropped_from_the_local_stack(tmp_path: Path
     assert load_yaml(DEPLOY / "prometheus" / "prometheus.yml")["remote_write"]
     files = write_stack_files(options(tmp_path), prometheus_port=19090, alertmanager_port=19093)
     assert "remote_write" not in load_yaml(files.prometheus)
+
+
+def test_the_local_stack_scrapes_a_default_leafwatch_serve_not_the_compose_replicas(
+    tmp_path: Path,
+) -> None:
+    shipped = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    [compose_job] = [job for job in shipped["scrape_configs"] if job["job_name"] == "leafwatch"]
+    files = write_stack_files(options(tmp_path), prometheus_port=19090, alertmanager_port=19093)
+    leafwatch = jobs(load_yaml(files.prometheus))["leafwatch"]
+    # `leafwatch serve` with no settings has no metrics port: /metrics is on its API port.
+    fields = Settings.model_fields
+    assert fields["metrics_port"].default is None
+    assert targets(leafwatch) == [f"{fields['host'].default}:{fields['port'].default}"]
+    assert leafwatch["metrics_path"] == compose_job["metrics_path"]
 
 
 def test_a_local_prometheus_needs_a_leafwatch_target() -> None:

@@ -66,8 +66,13 @@ def serve(
         reset_multiprocess_dir(directory)
         os.environ[MULTIPROC_ENV] = str(directory.resolve())
     # Each worker builds its own app from the environment, so the factory takes no arguments;
-    # the worker count travels the same way (the log file is shared differently by several).
+    # the worker count travels the same way (the log file is shared differently by several), and
+    # so do the address and port given here, which the metrics port's defaults and checks use.
     os.environ["LEAFWATCH_WORKERS"] = str(workers)
+    if host is not None:
+        os.environ["LEAFWATCH_HOST"] = host
+    if port is not None:
+        os.environ["LEAFWATCH_PORT"] = str(port)
     uvicorn.run(
         "leafwatch.app:create_app",
         factory=True,

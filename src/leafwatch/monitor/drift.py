@@ -245,8 +245,14 @@ def _format_shares(sample: FeatureSample) -> dict[str, float]:
     }
 
 
-def latest_report(session: Session) -> DriftReport | None:
-    """The most recent drift report, if any."""
-    return session.scalars(
-        select(DriftReport).order_by(DriftReport.run_at.desc(), DriftReport.id.desc()).limit(1)
-    ).first()
+def latest_report(session: Session, *, finished_by: datetime | None = None) -> DriftReport | None:
+    """The most recent drift report, if any; with `finished_by`, the latest run ended by then."""
+    newest_first = select(DriftReport).order_by(DriftReport.run_at.desc(), DriftReport.id.desc())
+    if finished_by is None:
+        return session.scalars(newest_first.limit(1)).first()
+    # A run starts at run_at and is stored `seconds` later; one started after the moment cannot
+    # have ended by it, and runs are hourly, so a few candidates are enough.
+    candidates = session.scalars(newest_first.where(DriftReport.run_at <= finished_by).limit(5))
+    return next(
+        (r for r in candidates if r.run_at + timedelta(seconds=r.seconds) <= finished_by), None
+    )
