@@ -50,3 +50,17 @@ def test_without_a_retention_period_no_image_is_deleted(settings: Settings) -> N
         assert client.get("/ready").status_code == 200
         assert total(client.get("/metrics").text, "images_deleted_total") == 0
     assert ancient.exists()
+
+
+def test_the_database_pool_is_sized_by_the_settings(tmp_path: Path, postgres_database: str) -> None:
+    settings = Settings(
+        var_dir=tmp_path / "var",
+        database_url=postgres_database,
+        migrate_on_start=True,
+        database_pool_size=2,
+        database_max_overflow=0,
+    )
+    with TestClient(create_app(settings)) as client:
+        pool = client.app.state.runtime.engine.pool
+        assert pool.size() == 2
+        assert client.get("/ready").json()["status"] == "ready"

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default is a SQLite file under var_dir. "
         "postgresql+psycopg://user@host/db switches to PostgreSQL.",
     )
+    database_pool_size: Annotated[int, Field(ge=1)] = Field(
+        5,
+        description="PostgreSQL connections each process keeps open (SQLite: unused); every "
+        "replica's workers together must stay under the server's max_connections.",
+    )
+    database_max_overflow: Annotated[int, Field(ge=0)] = Field(
+        10, description="Connections a process may open beyond the pool under load, then close."
+    )
     migrate_on_start: bool | None = Field(
         None,
         description="Apply database migrations at start; default: yes for SQLite, no otherwise "

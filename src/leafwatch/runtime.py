@@ -150,7 +150,11 @@ def open_runtime(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
     """Connect the database (migrating if configured), open the store and load the model."""
     configure_image_memory()
     images = open_image_store(settings)  # first: an unusable bucket stops the start, says why
-    engine = db.make_engine(settings.resolved_database_url())
+    engine = db.make_engine(
+        settings.resolved_database_url(),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
     instrument_engine(engine, tracer_provider)
     if settings.should_migrate_on_start():
         db.upgrade(engine)

@@ -651,6 +651,23 @@ def test_production_changes_what_a_production_deployment_needs(
     } == {namespace["metadata"]["name"]}
 
 
+# The PostgreSQL connections the API pods may hold at the HPA's maximum: a managed server's usual
+# max_connections (200 and up) less room for the migration Job, the drift CronJob and people.
+CONNECTION_BUDGET = 190
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_pods_at_their_maximum_stay_within_the_database_connections(
+    rendered: dict[str, list[dict[str, Any]]], variant: str
+) -> None:
+    docs = rendered[variant]
+    _deployment, container = api(docs)
+    settings = settings_of(container_env(docs, container))
+    per_process = settings.database_pool_size + settings.database_max_overflow
+    most = one(docs, "HorizontalPodAutoscaler")["spec"]["maxReplicas"] * settings.workers
+    assert most * per_process <= CONNECTION_BUDGET, (most, per_process)
+
+
 # ---- Prometheus Operator resources ------------------------------------------------------------
 
 

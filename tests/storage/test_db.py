@@ -133,3 +133,17 @@ def test_every_migration_only_adds_so_the_previous_release_runs_on_the_new_schem
         found[script.name] = [call for call in calls if call.startswith(changing)]
     assert len(found) >= 7
     assert {name: calls for name, calls in found.items() if calls} == {}
+
+
+def test_a_server_database_pools_as_many_connections_as_the_settings_say(
+    postgres_database: str,
+) -> None:
+    engine = db.make_engine(postgres_database, pool_size=3, max_overflow=2)
+    try:
+        connections = [engine.connect() for _ in range(5)]
+        assert (engine.pool.size(), engine.pool.overflow()) == (3, 2)
+        for connection in connections:
+            connection.close()
+        assert engine.pool.checkedin() == 3  # the overflow closed
+    finally:
+        engine.dispose()

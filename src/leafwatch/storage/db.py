@@ -15,8 +15,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; for SQLite, create the file's folder and enable WAL and foreign keys."""
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    """Create an engine; for SQLite, create the file's folder and enable WAL and foreign keys.
+
+    A server database gets a pool of `pool_size` connections kept open and up to `max_overflow`
+    more under load, per process.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # A database that is away must fail a request fast, not hold it for the TCP timeouts
@@ -25,7 +29,13 @@ def make_engine(url: str) -> Engine:
         limits = {"connect_timeout": 5, "tcp_user_timeout": 10_000}
         for name in parsed.query:
             limits.pop(name, None)
-        return create_engine(url, pool_pre_ping=True, connect_args=limits)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            connect_args=limits,
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
