@@ -1,7 +1,6 @@
 """A real S3-compatible server for tests, `rclone serve s3` over a directory; stores as files."""
 
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -10,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from leafwatch.stack import free_port
 from leafwatch.storage.images import ImageStore
+from tests.servers import running
 
 # rclone refuses very short keys; these are test-only, for a server bound to 127.0.0.1.
 ACCESS_KEY = "leafwatch-test-access"
@@ -79,29 +77,9 @@ def rclone_s3(
         "",  # no rclone.conf: the backend is the plain local directory
         str(root),
     ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                httpx.get(endpoint, timeout=1)  # any answer (403 unsigned) means it serves
-                break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"rclone serve s3 did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.05)
+    # Any answer (403 to an unsigned request) means it serves.
+    with running(command, ready_url=endpoint, ready=lambda _answer: True, log=log, timeout=timeout):
         yield S3Server(endpoint=endpoint, root=root)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ def running(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 30,
+    ready: Callable[[httpx.Response], bool] = lambda answer: answer.status_code == 200,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server until the block ends, once `ready_url` answers 200; its output goes to `log`."""
+    """Run a server until the block ends, once `ready_url` answers (200, unless `ready` says
+    otherwise); its output goes to `log`."""
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
@@ -42,7 +44,7 @@ def running(
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
+                if ready(httpx.get(ready_url, timeout=1)):
                     break
             except httpx.TransportError:
                 pass

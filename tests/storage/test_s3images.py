@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
 from structlog.typing import EventDict
 from typer.testing import CliRunner
 
@@ -23,7 +22,8 @@ from leafwatch.errors import ImageStoreUnavailable
 from leafwatch.stack import free_port
 from leafwatch.storage.images import LocalImageStore, open_image_store
 from leafwatch.storage.s3images import S3ImageStore, S3Location, s3_client
-from leafwatch.storage.tables import Prediction
+from tests.api.test_predict import count_predictions
+from tests.cli.test_images import predict
 from tests.conftest import image_bytes
 from tests.s3 import REGION, Backed, S3Server, rclone_s3
 
@@ -156,16 +156,6 @@ def test_without_boto3_the_start_names_the_extra_to_install(
         open_image_store(s3_settings)
 
 
-def predict(client: TestClient, data: bytes) -> dict[str, str]:
-    answer = client.post(
-        "/api/v1/predict",
-        files={"file": ("leaf.png", data, "image/png")},
-        data={"user_id": "farmer-1"},
-    )
-    assert answer.status_code == 200, answer.text
-    return dict(client.get(f"/api/v1/predictions/{answer.json()['prediction_id']}").json())
-
-
 def with_sqlite(settings: Settings, tmp_path: Path) -> Settings:
     return settings.model_copy(
         update={"database_url": f"sqlite:///{tmp_path / 'leafwatch.db'}", "migrate_on_start": True}
@@ -178,23 +168,11 @@ def test_a_prediction_stores_its_image_in_the_bucket(
     settings = with_sqlite(s3_settings, tmp_path)
     data = image_bytes("PNG", (40, 30))
     with TestClient(create_app(settings)) as client:
-        record = predict(client, data)
-        digest = record["image_hash"]
+        digest = predict(client, data)["hash"]
         key = f"{digest[:2]}/{digest[2:4]}/{digest}.png"
     assert (s3_server.root / s3_bucket / "images" / key).read_bytes() == data
     assert s3_store(settings).get(key) == data
     assert not settings.resolved_image_dir().exists()  # nothing went to the local directory
-
-
-def count_predictions(settings: Settings) -> int:
-    engine = create_engine(settings.resolved_database_url())
-    try:
-        with engine.connect() as connection:
-            return int(
-                connection.execute(select(func.count()).select_from(Prediction)).scalar_one()
-            )
-    finally:
-        engine.dispose()
 
 
 def test_when_the_bucket_goes_away_a_prediction_is_refused_with_503_then_served_again(
@@ -229,7 +207,7 @@ def test_when_the_bucket_goes_away_a_prediction_is_refused_with_503_then_served_
         with rclone_s3(root, log=log, port=port):
             record = predict(client, image_bytes("PNG", (30, 40)))
         assert count_predictions(settings) == 1
-        digest = record["image_hash"]
+        digest = record["hash"]
         assert (root / bucket / "images" / digest[:2] / digest[2:4] / f"{digest}.png").exists()
 
 
