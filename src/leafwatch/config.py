@@ -1,6 +1,5 @@
 """LeafWatch's one settings object, read from LEAFWATCH_* environment variables."""
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -256,8 +255,9 @@ class Settings(BaseSettings):
     def _image_store_url_names_a_bucket(cls, value: str | None) -> str | None:
         if not value:  # an empty variable (a ConfigMap's blank entry) means unset
             return None
-        if not re.fullmatch(r"s3://[A-Za-z0-9][A-Za-z0-9._-]*(/[^\s]*)?", value):
-            raise ValueError(f"{value!r} is not s3://BUCKET or s3://BUCKET/PREFIX")
+        from leafwatch.storage.s3images import S3Location  # needs no boto3
+
+        S3Location.parse(value)  # a ValueError naming the URL when it names no bucket
         return value
 
     @model_validator(mode="after")
